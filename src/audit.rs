@@ -1,0 +1,1 @@
+//! Audit records, batching queue and encoders. (Issue 6.)

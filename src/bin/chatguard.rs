@@ -1,0 +1,2 @@
+//! The chatguard CLI: the same engine, for operators and tests.
+fn main() {}

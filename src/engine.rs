@@ -1,0 +1,1 @@
+//! The request/response pipeline: authn -> lockout -> rbac -> rate -> redact -> audit.

@@ -1,0 +1,1 @@
+//! wasm-bindgen adapter (edge workers). The only file that names `wasm_bindgen`.

@@ -1,0 +1,1 @@
+//! proxy-wasm adapter (Envoy). The only file that names `proxy_wasm`.

@@ -1,0 +1,1 @@
+//! JWT authentication: providers, key sets (inline and remote), verification, cache.

@@ -1,0 +1,1 @@
+//! Failed-authentication lockout. (Issue 5.)

@@ -1,0 +1,1 @@
+//! Request path normalisation (shared by rule matching and audit).

@@ -1,0 +1,1 @@
+//! Token buckets over the host's shared store. (Issue 5.)

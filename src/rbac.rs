@@ -1,0 +1,1 @@
+//! Authorization: the compiled RBAC matrix and route rules. (Issue 3.)

@@ -1,0 +1,1 @@
+//! proxy-wasm host harness (wasmtime) and end-to-end test kit.
