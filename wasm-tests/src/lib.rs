@@ -1,1 +1,9 @@
-//! proxy-wasm host harness (wasmtime) and end-to-end test kit.
+//! Test hosts for the chatguard module.
+//!
+//! - [`harness`]: a proxy-wasm ABI 0.2.1 host embedded in wasmtime, for fast,
+//!   deterministic tests of the compiled module.
+//! - [`e2e`]: the kit for end-to-end tests against a real Envoy (and workerd):
+//!   process launchers, an upstream echo server, an audit collector, a JWKS
+//!   server and a small HTTP client, all on 127.0.0.1 with free ports.
+pub mod e2e;
+pub mod harness;

@@ -1,0 +1,1 @@
+//! End-to-end kit. (in progress)
