@@ -1,2 +1,0 @@
-//! The chatguard CLI: the same engine, for operators and tests.
-fn main() {}

@@ -1,0 +1,6 @@
+//! `chatguard explain`.
+
+/// Runs the command; returns the process exit code.
+pub fn run(_args: &[String]) -> u8 {
+    crate::usage_error("`explain` is not implemented yet")
+}

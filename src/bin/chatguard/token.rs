@@ -1,0 +1,6 @@
+//! `chatguard token`.
+
+/// Runs the command; returns the process exit code.
+pub fn run(_args: &[String]) -> u8 {
+    crate::usage_error("`token` is not implemented yet")
+}
