@@ -1,1 +1,0 @@
-//! JWT authentication: providers, key sets (inline and remote), verification, cache.
