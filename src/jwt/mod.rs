@@ -501,4 +501,4 @@ fn map_error(err: &jwt_simple::Error) -> AuthnFailure {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

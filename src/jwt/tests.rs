@@ -5,24 +5,24 @@ use crate::config::jwt::{Jwk, JwtConfig};
 use jwt_simple::prelude::*;
 use std::sync::OnceLock;
 
-const NOW: u64 = 1_800_000_000; // seconds
-const ISS: &str = "https://idp.example.test";
-const AUD: &str = "chatbot-api";
+pub(crate) const NOW: u64 = 1_800_000_000; // seconds
+pub(crate) const ISS: &str = "https://idp.example.test";
+pub(crate) const AUD: &str = "chatbot-api";
 
-struct Keys {
-    rsa: RS256KeyPair,
+pub(crate) struct Keys {
+    pub(crate) rsa: RS256KeyPair,
     rsa384: RS384KeyPair,
     rsa512: RS512KeyPair,
     ps256: PS256KeyPair,
     ps384: PS384KeyPair,
     ps512: PS512KeyPair,
-    es256: ES256KeyPair,
+    pub(crate) es256: ES256KeyPair,
     es384: ES384KeyPair,
-    ed: Ed25519KeyPair,
+    pub(crate) ed: Ed25519KeyPair,
     hs: HS256Key,
 }
 
-fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let rsa = RS256KeyPair::generate(2048).unwrap().with_key_id("rsa-1");
@@ -46,7 +46,7 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn jwks_json() -> Value {
+pub(crate) fn jwks_json() -> Value {
     let k = keys();
     let rsa = k.rsa.public_key().to_components();
     let es256 = k.es256.public_key().public_key().to_bytes_uncompressed();
@@ -76,7 +76,7 @@ fn verifier() -> TokenVerifier {
     TokenVerifier::compile(&config(serde_json::json!({}))).unwrap()
 }
 
-fn claims() -> JWTClaims<Value> {
+pub(crate) fn claims() -> JWTClaims<Value> {
     let mut c = Claims::with_custom_claims(serde_json::json!({"roles": ["employee"]}), Duration::from_secs(600));
     c.issued_at = Some(Duration::from_secs(NOW - 10));
     c.expires_at = Some(Duration::from_secs(NOW + 600));

@@ -1,1 +1,0 @@
-//! The request/response pipeline: authn -> lockout -> rbac -> rate -> redact -> audit.

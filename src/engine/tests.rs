@@ -1,0 +1,123 @@
+//! Pipeline tests: what the caller and the upstream see.
+
+use super::*;
+use crate::host::MemoryHost;
+use crate::jwt::tests::{claims, jwks_json, keys, NOW};
+use jwt_simple::prelude::*;
+
+fn engine(extra: serde_json::Value) -> Engine {
+    let mut provider = serde_json::json!({
+        "name": "corp", "issuer": crate::jwt::tests::ISS, "audiences": [crate::jwt::tests::AUD],
+        "jwks": jwks_json(),
+        "claim_to_headers": [{"claim": "sub", "header": "x-user-id"}, {"claim": "roles", "header": "x-roles"}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        provider[k] = v.clone();
+    }
+    let doc = serde_json::json!({"jwt": {"providers": [provider]}}).to_string();
+    Engine::from_json(doc.as_bytes()).unwrap()
+}
+
+fn head(headers: &[(&str, &str)]) -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: "/api/chat".into(),
+        authority: "chat.example.test".into(),
+        headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        downstream: Some("10.1.2.3:5555".into()),
+    }
+}
+
+fn host() -> MemoryHost {
+    MemoryHost::at(NOW * 1000)
+}
+
+#[test]
+fn missing_token_gets_a_bare_bearer_challenge() {
+    let e = engine(serde_json::json!({}));
+    let RequestVerdict::Respond { reply, ctx } = e.on_request_headers(&host(), &head(&[("x-request-id", "abc-123")]), true) else {
+        panic!("expected a reply")
+    };
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.headers[0], ("www-authenticate".into(), "Bearer realm=\"chatguard\"".into()));
+    assert_eq!(String::from_utf8(reply.body).unwrap(), r#"{"error":"unauthorized","reason":"missing","request_id":"abc-123"}"#);
+    assert_eq!(ctx.authn_failure, Some(AuthnFailure::Missing));
+}
+
+#[test]
+fn invalid_token_gets_invalid_token_and_is_never_echoed() {
+    let e = engine(serde_json::json!({}));
+    let h = host();
+    let mut c = claims();
+    c.expires_at = Some(Duration::from_secs(NOW - 3600));
+    let token = keys().ed.sign(c).unwrap();
+    let auth = format!("Bearer {token}");
+    let RequestVerdict::Respond { reply, .. } = e.on_request_headers(&h, &head(&[("authorization", &auth)]), true) else {
+        panic!("expected a reply")
+    };
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.headers[0].1,
+        "Bearer realm=\"chatguard\", error=\"invalid_token\", error_description=\"the token has expired\""
+    );
+    let body = String::from_utf8(reply.body).unwrap();
+    assert_eq!(body, r#"{"error":"unauthorized","reason":"expired"}"#);
+    assert_eq!(h.counter("authn_failures.expired"), 1);
+    for (_, line) in h.logs.borrow().iter() {
+        assert!(!line.contains(&token[..20]), "token in log: {line}");
+    }
+}
+
+#[test]
+fn valid_token_sets_claim_headers_strips_forged_ones_and_the_token() {
+    let e = engine(serde_json::json!({}));
+    let h = host();
+    let token = keys().rsa.sign(claims()).unwrap();
+    let auth = format!("bearer {token}");
+    let req = head(&[("authorization", &auth), ("x-user-id", "forged-admin")]);
+    let RequestVerdict::Forward { edits, ctx } = e.on_request_headers(&h, &req, true) else { panic!("expected forward") };
+    assert!(edits.remove.contains(&"x-user-id".to_string()));
+    assert!(edits.remove.contains(&"authorization".to_string()), "forward=false strips the token");
+    assert!(edits.set.contains(&("x-user-id".into(), "alice".into())));
+    assert!(edits.set.contains(&("x-roles".into(), "employee".into())));
+    assert_eq!(ctx.token.unwrap().subject.as_deref(), Some("alice"));
+    assert_eq!(h.counter("token_cache_misses"), 1);
+    e.on_request_headers(&h, &req, true);
+    assert_eq!(h.counter("token_cache_hits"), 1);
+}
+
+#[test]
+fn forward_true_keeps_the_token() {
+    let e = engine(serde_json::json!({"forward": true}));
+    let token = keys().rsa.sign(claims()).unwrap();
+    let auth = format!("Bearer {token}");
+    let RequestVerdict::Forward { edits, .. } = e.on_request_headers(&host(), &head(&[("authorization", &auth)]), true) else {
+        panic!()
+    };
+    assert!(!edits.remove.contains(&"authorization".to_string()));
+}
+
+#[test]
+fn token_in_a_query_parameter_is_removed_from_the_path() {
+    let e = engine(serde_json::json!({"from_params": ["access_token"]}));
+    let token = keys().es256.sign(claims()).unwrap();
+    let mut req = head(&[]);
+    req.path = format!("/api/chat?q=1&access_token={token}&x=2");
+    let RequestVerdict::Forward { edits, .. } = e.on_request_headers(&host(), &req, true) else { panic!() };
+    assert!(edits.set.contains(&(":path".into(), "/api/chat?q=1&x=2".into())));
+}
+
+#[test]
+fn claim_values_with_control_characters_are_not_rendered() {
+    assert_eq!(header_value(&serde_json::json!("a\r\nx-admin: 1")), None);
+    assert_eq!(header_value(&serde_json::json!(["a", "b"])), Some("a,b".into()));
+    assert_eq!(header_value(&serde_json::json!(42)), Some("42".into()));
+    assert_eq!(header_value(&serde_json::json!({"a": 1})), None);
+}
+
+#[test]
+fn default_policy_compiles() {
+    let e = Engine::default_policy().unwrap();
+    assert_eq!(e.verifier().provider_count(), 1);
+    assert_eq!(e.policy_hash().len(), 16);
+}
