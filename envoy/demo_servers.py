@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""The demo's stand-ins for the real world, on 127.0.0.1:
+
+- an upstream "chat API" that echoes what reached it (so you can see what the
+  filter changed) and answers /v1/chat/completions like an LLM would;
+- the identity provider's JWKS endpoint, serving a file;
+- an audit collector that prints every record it receives.
+
+Usage: demo_servers.py UPSTREAM_PORT IDP_PORT COLLECTOR_PORT JWKS_FILE
+"""
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+upstream_port, idp_port, collector_port, jwks_file = sys.argv[1:5]
+
+
+class Quiet(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def body(self):
+        n = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def send(self, status, ctype, payload):
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class Upstream(Quiet):
+    def do_any(self):
+        body = self.body()
+        if self.path.startswith("/v1/chat/completions"):
+            reply = {"object": "chat.completion", "choices": [{"message": {"role": "assistant",
+                     "content": "Sure. Your account manager is jane.doe@example.com, phone (555) 123-4567."}}],
+                     "usage": {"prompt_tokens": 12, "completion_tokens": 18, "total_tokens": 30}}
+            return self.send(200, "application/json", json.dumps(reply).encode())
+        echo = {"method": self.command, "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body.decode("utf-8", "replace")}
+        self.send(200, "application/json", json.dumps(echo, indent=1).encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_any
+
+
+class Idp(Quiet):
+    def do_GET(self):
+        with open(jwks_file, "rb") as f:
+            self.send(200, "application/json", f.read())
+
+
+class Collector(Quiet):
+    def do_POST(self):
+        body = self.body()
+        print(f"[collector] {self.path} {len(body)} bytes", flush=True)
+        print(body.decode("utf-8", "replace"), flush=True)
+        self.send(200, "application/json", b"{}")
+
+
+servers = [ThreadingHTTPServer(("127.0.0.1", int(p)), h)
+           for p, h in ((upstream_port, Upstream), (idp_port, Idp), (collector_port, Collector))]
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()
