@@ -16,7 +16,7 @@ export CHATGUARD_WASM := $(WASM)
 export CHATGUARD_CLI  := $(CLI)
 export ENVOY_BIN      := $(ENVOY)
 
-.PHONY: build wasm cli tools targets envoy test test-unit test-wasm test-e2e run bench clean-tools lint size
+.PHONY: build wasm cli tools targets envoy test test-unit test-wasm run bench wrk clean-tools size
 
 build: wasm cli
 
@@ -59,7 +59,11 @@ size: wasm
 run: tools build
 	$(ROOT)/envoy/demo.sh
 
-bench: tools build
+# wrk is for benchmarks only (never needed by `make test`).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+bench: tools build wrk
 	$(ROOT)/bench/run.sh
 
 clean-tools:

@@ -16,7 +16,7 @@ pub fn run(args: &[String]) -> u8 {
         Some("sign") => sign(&args[1..]),
         _ => usage_error(
             "token: expected `verify --policy P [--jwks FILE] [--now UNIX_SECONDS] TOKEN`, \
-             `keygen --out DIR [--kid KID]` or `sign --key PEM [--kid KID] [--sub S] [--claims JSON] [--ttl SECONDS] [--iss I] [--aud A]`",
+             `keygen --out DIR [--kid KID]` or `sign --key PEM [--kid KID] [--sub S] [--claims JSON] [--ttl SECONDS] [--iss I] [--aud A] [--count N]`",
         ),
     }
 }
@@ -181,6 +181,28 @@ fn sign(args: &[String]) -> u8 {
         Ok(n) => n,
         Err(code) => return code,
     };
+    let count: u64 = match flag_value(args, "--count").map(str::parse).transpose() {
+        Ok(c) => c.unwrap_or(1),
+        Err(_) => return usage_error("--count takes a number"),
+    };
+    if count > 1 {
+        // Distinct tokens (distinct `jti`), e.g. for cache-miss benchmarks.
+        for n in 0..count {
+            let mut c = custom.clone();
+            if let Some(obj) = c.as_object_mut() {
+                obj.insert("jti".into(), format!("t{n}").into());
+            }
+            let code = sign_one(&pair, c, ttl, now, args);
+            if code != 0 {
+                return code;
+            }
+        }
+        return 0;
+    }
+    sign_one(&pair, custom, ttl, now, args)
+}
+
+fn sign_one(pair: &RS256KeyPair, custom: serde_json::Value, ttl: u64, now: u64, args: &[String]) -> u8 {
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl));
     claims.issued_at = Some(Duration::from_secs(now));
     claims.invalid_before = Some(Duration::from_secs(now));
