@@ -702,3 +702,7 @@ fn template_covers(a: &[TemplateSegment], b: &[TemplateSegment]) -> bool {
         i += 1;
     }
 }
+
+#[cfg(test)]
+#[path = "rbac_tests.rs"]
+mod tests;

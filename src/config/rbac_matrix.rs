@@ -320,15 +320,18 @@ fn topological_order(
                         stack.push((p, 0));
                     }
                     Some(Mark::Active) => {
+                        // Print the cycle starting at the role whose edge closes it,
+                        // which is the field the error names.
                         let from = stack.iter().position(|(x, _)| *x == p).unwrap_or(0);
-                        let mut cycle: Vec<&str> = stack
-                            .get(from..)
-                            .unwrap_or(&[])
-                            .iter()
-                            .filter_map(|(x, _)| roles.get(*x).map(String::as_str))
-                            .collect();
-                        cycle.push(roles.get(p).map(String::as_str).unwrap_or(""));
                         let name = roles.get(r).map(String::as_str).unwrap_or("");
+                        let mut cycle: Vec<&str> = vec![name];
+                        cycle.extend(
+                            stack
+                                .get(from..)
+                                .unwrap_or(&[])
+                                .iter()
+                                .filter_map(|(x, _)| roles.get(*x).map(String::as_str)),
+                        );
                         return Err(ConfigError::invalid(
                             indexed(&format!("rbac.roles.{name}.inherits"), edge),
                             format!("inheritance cycle: {}", cycle.join(" -> ")),
