@@ -70,6 +70,16 @@ impl DenyReason {
             DenyReason::ClaimMismatch => "claim_mismatch",
         }
     }
+
+    /// The `WWW-Authenticate` value the response carries, if any: RFC 6750 for a
+    /// missing token, RFC 9470 step-up for missing MFA.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            DenyReason::Unauthenticated => Some("Bearer"),
+            DenyReason::MfaRequired => Some(r#"Bearer error="insufficient_user_authentication""#),
+            _ => None,
+        }
+    }
 }
 
 /// The rule a request matched, found before authentication.
