@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod pii;
 pub mod ratelimit;
 pub mod rbac;
+pub mod rbac_matrix;
 
 pub use self::audit::AuditConfig;
 pub use self::jwt::JwtConfig;

@@ -1,1 +1,0 @@
-//! Authorization: the compiled RBAC matrix and route rules. (Issue 3.)
