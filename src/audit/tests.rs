@@ -567,3 +567,12 @@ fn tick_period_follows_the_flush_interval() {
     cfg.flush_interval_ms = 40;
     assert_eq!(AuditLog::new(&cfg, 1).unwrap().tick_period_ms(), 40);
 }
+
+#[test]
+fn the_default_policy_audit_section_builds() {
+    let policy = crate::config::Policy::from_json(include_bytes!("../../policy/default.json")).unwrap();
+    let cfg = policy.audit.expect("default policy has an audit section");
+    assert_eq!((cfg.cluster.as_str(), cfg.authority(), cfg.path.as_str()), ("audit_collector", "collector", "/v1/logs"));
+    assert_eq!(cfg.format, AuditFormat::OtlpJson);
+    AuditLog::new(&cfg, 1).unwrap();
+}
