@@ -74,7 +74,8 @@ impl WindowCounter {
                     None => break,
                 }
             }
-            self.entries.insert(subject.clone(), Window { start_ms: start, count: 0, alerted: false });
+            self.entries
+                .insert(subject.clone(), Window { start_ms: start, count: 0, alerted: false });
             self.order.push_back(subject.clone());
         }
         let window_ms = self.window_ms;
@@ -112,7 +113,9 @@ impl AnomalyDetector {
             denials: config.denials_per_subject.map(|t| {
                 WindowCounter::new(t.max, t.window_seconds.saturating_mul(1000), false, cap)
             }),
-            daily: config.requests_per_subject_per_day.map(|t| WindowCounter::new(t.max, DAY_MS, true, cap)),
+            daily: config
+                .requests_per_subject_per_day
+                .map(|t| WindowCounter::new(t.max, DAY_MS, true, cap)),
         }
     }
 
@@ -177,7 +180,12 @@ mod tests {
         assert!(alerts[..3].iter().all(Option::is_none));
         assert_eq!(
             alerts[3],
-            Some(SecurityAlert { alert: AlertKind::DenialBurst, count: 4, threshold: 3, window_seconds: 60 })
+            Some(SecurityAlert {
+                alert: AlertKind::DenialBurst,
+                count: 4,
+                threshold: 3,
+                window_seconds: 60
+            })
         );
         assert!(alerts[4..].iter().all(Option::is_none));
         // The window opened at t0 closes at t0 + 60 s: a new one may alert again.
@@ -203,13 +211,17 @@ mod tests {
         let bob = subject("bob");
         let day = 19_000 * DAY_MS;
         let late = day + DAY_MS - 10;
-        let alerts: Vec<bool> = (0..20).map(|i| d.on_request(&bob, late - 20 + i).is_some()).collect();
+        let alerts: Vec<bool> =
+            (0..20).map(|i| d.on_request(&bob, late - 20 + i).is_some()).collect();
         assert_eq!(alerts.iter().filter(|a| **a).count(), 1);
         assert!(alerts[5], "the sixth request of the day alerts");
         // Midnight UTC opens the next window even though only ms have passed.
         assert!((0..5).all(|i| d.on_request(&bob, day + DAY_MS + i).is_none()));
         let next = d.on_request(&bob, day + DAY_MS + 5).unwrap();
-        assert_eq!((next.alert, next.count, next.threshold, next.window_seconds), (AlertKind::VolumeAnomaly, 6, 5, 86_400));
+        assert_eq!(
+            (next.alert, next.count, next.threshold, next.window_seconds),
+            (AlertKind::VolumeAnomaly, 6, 5, 86_400)
+        );
     }
 
     #[test]

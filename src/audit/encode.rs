@@ -36,7 +36,11 @@ pub fn content_type(format: AuditFormat) -> &'static str {
 
 /// Encodes one record as an item of `format`. `canonical` is the record's
 /// [`AuditRecord::to_json_bytes`] when the caller already has it (chain mode).
-pub fn encode_record(format: AuditFormat, record: &AuditRecord, canonical: Option<Vec<u8>>) -> Vec<u8> {
+pub fn encode_record(
+    format: AuditFormat,
+    record: &AuditRecord,
+    canonical: Option<Vec<u8>>,
+) -> Vec<u8> {
     match format {
         AuditFormat::Ndjson => canonical.unwrap_or_else(|| record.to_json_bytes()),
         AuditFormat::OtlpJson => otlp_log_record(record),
@@ -174,9 +178,9 @@ fn any_value(value: serde_json::Value) -> Option<AnyValue> {
             _ => return None,
         },
         Value::String(s) => AnyValue::String(s),
-        Value::Array(items) => {
-            AnyValue::Array(ArrayValue { values: items.into_iter().filter_map(any_value).collect() })
-        }
+        Value::Array(items) => AnyValue::Array(ArrayValue {
+            values: items.into_iter().filter_map(any_value).collect(),
+        }),
         Value::Object(map) => AnyValue::KvList(KeyValueList { values: kv_list(map.into_iter()) }),
     })
 }

@@ -177,10 +177,7 @@ fn reduce_segment(segment: &str) -> String {
     if segment.bytes().filter(u8::is_ascii_digit).count() >= MAX_PATH_SEGMENT_DIGITS {
         return "{number}".to_string();
     }
-    segment
-        .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-        .collect()
+    segment.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect()
 }
 
 /// A request id (`x-request-id`) as records carry it. Clients can set this

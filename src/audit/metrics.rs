@@ -110,7 +110,10 @@ mod tests {
         assert_eq!(names.len(), ALL_FIXED.len());
         for name in ALL_FIXED {
             assert!(name.starts_with(PREFIX), "{name}");
-            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'),
+                "{name}"
+            );
         }
     }
 }

@@ -126,11 +126,18 @@ impl AuditLog {
         }
     }
 
-    fn push(&mut self, host: &dyn Host, now_ms: u64, context: Option<RequestContext>, body: RecordBody) {
+    fn push(
+        &mut self,
+        host: &dyn Host,
+        now_ms: u64,
+        context: Option<RequestContext>,
+        body: RecordBody,
+    ) {
         if body.kind() == RecordKind::SecurityAlert {
             host.count(metrics::SECURITY_ALERTS, 1);
         }
-        let mut record = AuditRecord::new(self.ids.next_id(), now_ms, &self.retention, context, body);
+        let mut record =
+            AuditRecord::new(self.ids.next_id(), now_ms, &self.retention, context, body);
         let canonical = self.chain.as_mut().map(|chain| chain.link(&mut record));
         let item = encode::encode_record(self.format, &record, canonical);
         self.shipper.push(item, host);

@@ -173,7 +173,8 @@ impl Backoff {
 
     /// Records a failure at `now_ms`; returns the wait before the next attempt.
     pub fn failed(&mut self, now_ms: u64) -> u64 {
-        let wait = self.initial_ms.saturating_mul(2u64.saturating_pow(self.failures)).min(self.max_ms);
+        let wait =
+            self.initial_ms.saturating_mul(2u64.saturating_pow(self.failures)).min(self.max_ms);
         self.failures = self.failures.saturating_add(1);
         self.retry_at_ms = now_ms.saturating_add(wait);
         wait

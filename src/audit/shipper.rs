@@ -152,7 +152,8 @@ impl Shipper {
             };
             match host.http_call(&request) {
                 Ok(call_id) => {
-                    let deadline = now_ms.saturating_add(self.timeout_ms).saturating_add(ANSWER_GRACE_MS);
+                    let deadline =
+                        now_ms.saturating_add(self.timeout_ms).saturating_add(ANSWER_GRACE_MS);
                     self.queue.sent(call_id, items, deadline);
                     self.last_flush_ms = now_ms;
                     self.retry_due = false;
@@ -183,7 +184,10 @@ impl Shipper {
                 self.refusal_logged = false;
                 if self.outage_logged {
                     self.outage_logged = false;
-                    host.log(LogLevel::Info, "audit collector reachable again: sending queued records");
+                    host.log(
+                        LogLevel::Info,
+                        "audit collector reachable again: sending queued records",
+                    );
                 }
             }
             Answer::Retry => {

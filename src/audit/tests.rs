@@ -62,7 +62,13 @@ impl TestHost {
         self.inner.calls.borrow()[call_id as usize - 1].body.clone()
     }
     fn warnings(&self) -> Vec<String> {
-        self.inner.logs.borrow().iter().filter(|(l, _)| *l >= LogLevel::Warn).map(|(_, m)| m.clone()).collect()
+        self.inner
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(l, _)| *l >= LogLevel::Warn)
+            .map(|(_, m)| m.clone())
+            .collect()
     }
 }
 
@@ -70,7 +76,12 @@ impl TestHost {
 fn ndjson_ids(body: &[u8]) -> Vec<String> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["record_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["record_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -88,7 +99,8 @@ fn access() -> RecordBody {
 
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111111111111111";
-const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
+const JWT: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
 const API_KEY: &str = "sk-live-51HxQ2eZvKYlo2C0123456789";
 const FULL_IP: &str = "203.0.113.77";
 const FULL_IP6: &str = "2001:db8:abcd:12:9:8:7:6";
@@ -114,7 +126,14 @@ fn pii_laden_records(audit: &mut AuditLog, host: &dyn Host) {
             client_ip: Some(&client_ip),
         });
         audit.record(host, Some(&ctx), access());
-        audit.record(host, Some(&ctx), RecordBody::AuthnFailure(AuthnFailure { reason: "expired", provider: Some(Name::new("corp")) }));
+        audit.record(
+            host,
+            Some(&ctx),
+            RecordBody::AuthnFailure(AuthnFailure {
+                reason: "expired",
+                provider: Some(Name::new("corp")),
+            }),
+        );
         audit.record(
             host,
             Some(&ctx),
@@ -135,7 +154,11 @@ fn pii_laden_records(audit: &mut AuditLog, host: &dyn Host) {
                 condition: None,
             }),
         );
-        audit.record(host, Some(&ctx), RecordBody::RateLimited(RateLimited { limit: Name::new("per-user"), retry_after_s: 7 }));
+        audit.record(
+            host,
+            Some(&ctx),
+            RecordBody::RateLimited(RateLimited { limit: Name::new("per-user"), retry_after_s: 7 }),
+        );
         let mut entities = BTreeMap::new();
         entities.insert(Name::new("email"), 2);
         entities.insert(Name::new("credit_card"), 1);
@@ -148,7 +171,11 @@ fn pii_laden_records(audit: &mut AuditLog, host: &dyn Host) {
                 redacted: true,
             }),
         );
-        audit.record(host, Some(&ctx), RecordBody::Error(ErrorRecord { stage: "redact", code: "body_too_large" }));
+        audit.record(
+            host,
+            Some(&ctx),
+            RecordBody::Error(ErrorRecord { stage: "redact", code: "body_too_large" }),
+        );
     }
     audit.record(host, None, RecordBody::ConfigLoaded(ConfigLoaded::new(KEY.as_bytes())));
 }
@@ -172,14 +199,33 @@ fn assert_no_pii(format: AuditFormat) {
 
     // Every kind made it into the batch, alerts included.
     for kind in [
-        "access", "authn_failure", "authz_decision", "rate_limited", "data_access", "security_alert",
-        "config_loaded", "error",
+        "access",
+        "authn_failure",
+        "authz_decision",
+        "rate_limited",
+        "data_access",
+        "security_alert",
+        "config_loaded",
+        "error",
     ] {
         assert!(body.contains(&format!("\"{kind}\"")), "{format:?}: no {kind} record");
     }
     let forbidden = [
-        EMAIL, "alice.smith", "example.com", CARD, "4111-1111", JWT, "eyJ", API_KEY, "sk-live", "api_key",
-        "access_token", FULL_IP, "203.0.113.77", "2001:db8:abcd:12", KEY,
+        EMAIL,
+        "alice.smith",
+        "example.com",
+        CARD,
+        "4111-1111",
+        JWT,
+        "eyJ",
+        API_KEY,
+        "sk-live",
+        "api_key",
+        "access_token",
+        FULL_IP,
+        "203.0.113.77",
+        "2001:db8:abcd:12",
+        KEY,
     ];
     for value in forbidden {
         assert!(!body.contains(value), "{format:?}: `{value}` reached the batch:\n{body}");
@@ -222,7 +268,10 @@ fn recording_never_calls_out() {
         audit.record(&host, None, access());
     }
     assert_eq!(host.calls(), 0);
-    assert_eq!(audit.stats(), AuditStats { pending: 100, in_flight_batches: 0, held: 100, dropped: 400 });
+    assert_eq!(
+        audit.stats(),
+        AuditStats { pending: 100, in_flight_batches: 0, held: 100, dropped: 400 }
+    );
 }
 
 #[test]
@@ -249,8 +298,10 @@ fn a_full_batch_goes_at_once_a_partial_one_waits_for_the_interval() {
     assert_eq!(host.calls(), 2, "a full batch does not wait");
     assert_eq!(ndjson_ids(&host.body(2)).len(), 10);
     let req = host.inner.calls.borrow()[1].clone();
-    assert_eq!((req.upstream.as_str(), req.authority.as_str(), req.method.as_str(), req.path.as_str()),
-        ("audit_collector", "collector", "POST", "/v1/logs"));
+    assert_eq!(
+        (req.upstream.as_str(), req.authority.as_str(), req.method.as_str(), req.path.as_str()),
+        ("audit_collector", "collector", "POST", "/v1/logs")
+    );
     assert_eq!(req.headers, vec![("content-type".to_string(), "application/x-ndjson".to_string())]);
     assert_eq!(req.timeout_ms, 2000);
 }
@@ -301,7 +352,7 @@ fn an_outage_loses_nothing_within_the_bound_and_counts_exactly_the_overflow() {
             if collector_up(host.now_ms()) {
                 delivered.extend(ndjson_ids(&host.body(id)));
                 audit.on_http_response(&host, id, Some(200));
-            } else if answered % 2 == 0 {
+            } else if answered.is_multiple_of(2) {
                 audit.on_http_response(&host, id, Some(503));
             } else {
                 audit.on_http_response(&host, id, None);
@@ -311,7 +362,8 @@ fn an_outage_loses_nothing_within_the_bound_and_counts_exactly_the_overflow() {
     }
     // Ids of the records that were accepted into the queue: the first `max_queue`.
     for n in 0..max_queue {
-        generated.push(format!("{}-{n:x}", ndjson_ids(&host.body(1))[0].split('-').next().unwrap()));
+        generated
+            .push(format!("{}-{n:x}", ndjson_ids(&host.body(1))[0].split('-').next().unwrap()));
     }
     let mut sorted = delivered.clone();
     sorted.sort();
@@ -323,11 +375,23 @@ fn an_outage_loses_nothing_within_the_bound_and_counts_exactly_the_overflow() {
     assert_eq!(host.inner.counter(metrics::AUDIT_DROPPED), (total - max_queue) as u64);
     assert_eq!(host.inner.counter(metrics::AUDIT_SENT), max_queue as u64);
     assert!(host.inner.counter(metrics::AUDIT_RETRIED) > 0);
-    assert_eq!(audit.stats(), AuditStats { pending: 0, in_flight_batches: 0, held: 0, dropped: 30 });
+    assert_eq!(
+        audit.stats(),
+        AuditStats { pending: 0, in_flight_batches: 0, held: 0, dropped: 30 }
+    );
     let warnings = host.warnings();
-    assert_eq!(warnings.iter().filter(|m| m.starts_with("audit queue full")).count(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings.iter().filter(|m| m.starts_with("audit queue full")).count(),
+        1,
+        "{warnings:?}"
+    );
     assert_eq!(warnings.iter().filter(|m| m.starts_with("audit collector unavailable")).count(), 1);
-    assert!(host.inner.logs.borrow().iter().any(|(_, m)| m.starts_with("audit collector reachable again")));
+    assert!(host
+        .inner
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, m)| m.starts_with("audit collector reachable again")));
 }
 
 /// Attempts after failures follow the backoff exactly: 200, 400, 800, 1600, 1600
@@ -431,7 +495,10 @@ fn a_refused_batch_is_dropped_counted_and_logged_once() {
     audit.on_http_response(&host, 3, Some(200));
     assert_eq!(host.inner.counter(metrics::AUDIT_DROPPED), 4);
     assert_eq!(host.inner.counter(metrics::AUDIT_SENT), 2);
-    assert_eq!(host.warnings().iter().filter(|m| m.contains("refused a batch with status 400")).count(), 1);
+    assert_eq!(
+        host.warnings().iter().filter(|m| m.contains("refused a batch with status 400")).count(),
+        1
+    );
     assert_eq!(host.warnings().len(), 1, "{:?}", host.warnings());
     assert_eq!(audit.stats().held, 0);
 }
@@ -466,7 +533,10 @@ fn otlp_batches_carry_the_otlp_content_type_and_parse() {
     let req = host.inner.calls.borrow()[0].clone();
     assert_eq!(req.headers, vec![("content-type".to_string(), "application/json".to_string())]);
     let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
-    assert_eq!(v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"], "access");
+    assert_eq!(
+        v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"],
+        "access"
+    );
 }
 
 // ---------------------------------------------------------------- records
@@ -498,7 +568,12 @@ fn a_denial_burst_raises_one_alert_record_per_window() {
     cfg.anomaly.denials_per_subject = Some(WindowThreshold { max: 2, window_seconds: 10 });
     let mut audit = AuditLog::new(&cfg, 1).unwrap();
     let host = TestHost::at(100_000);
-    let ctx = audit.context(&RequestFacts { method: "GET", path: "/admin", subject: Some("mallory"), ..Default::default() });
+    let ctx = audit.context(&RequestFacts {
+        method: "GET",
+        path: "/admin",
+        subject: Some("mallory"),
+        ..Default::default()
+    });
     let denied = || {
         RecordBody::AuthzDecision(AuthzDecision {
             outcome: AuthzOutcome::Denied,
@@ -542,7 +617,9 @@ fn a_chained_ndjson_stream_verifies_end_to_end() {
     audit.on_tick(&host);
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for id in 1..=3 {
-        lines.extend(host.body(id).split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        lines.extend(
+            host.body(id).split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec),
+        );
     }
     assert_eq!(lines.len(), 12);
     assert_eq!(chain::verify(&lines, chain::GENESIS), Ok(()));
@@ -570,9 +647,52 @@ fn tick_period_follows_the_flush_interval() {
 
 #[test]
 fn the_default_policy_audit_section_builds() {
-    let policy = crate::config::Policy::from_json(include_bytes!("../../policy/default.json")).unwrap();
+    let policy =
+        crate::config::Policy::from_json(include_bytes!("../../policy/default.json")).unwrap();
     let cfg = policy.audit.expect("default policy has an audit section");
-    assert_eq!((cfg.cluster.as_str(), cfg.authority(), cfg.path.as_str()), ("audit_collector", "collector", "/v1/logs"));
+    assert_eq!(
+        (cfg.cluster.as_str(), cfg.authority(), cfg.path.as_str()),
+        ("audit_collector", "collector", "/v1/logs")
+    );
     assert_eq!(cfg.format, AuditFormat::OtlpJson);
     AuditLog::new(&cfg, 1).unwrap();
+}
+
+/// Cost of `record` (build, reduce, encode, queue) and of batch encoding, per
+/// record. Run by hand (with the crate optimised: CARGO_PROFILE_DEV_OPT_LEVEL=3):
+/// `cargo test -p chatguard --lib audit::tests::timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing, run by hand"]
+fn timing() {
+    let roles = vec!["user".to_string(), "analyst".to_string()];
+    for (format, chain) in
+        [(AuditFormat::Ndjson, false), (AuditFormat::OtlpJson, false), (AuditFormat::Ndjson, true)]
+    {
+        let mut cfg = small_queue(200_000, 200, 1000);
+        cfg.format = format;
+        cfg.chain = chain;
+        let mut audit = AuditLog::new(&cfg, 1).unwrap();
+        let host = TestHost::at(1_700_000_000_000);
+        let n = 50_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let ctx = audit.context(&RequestFacts {
+                request_id: Some("3f2c1a7e-5b1d-4c7a-9a77-1b2c3d4e5f60"),
+                method: "POST",
+                path: "/v1/chat/completions",
+                subject: Some("alice@example.com"),
+                roles: &roles,
+                client_ip: Some("203.0.113.77:5555"),
+            });
+            audit.record(&host, Some(&ctx), access());
+        }
+        let per_record = start.elapsed() / n;
+        host.inner.advance_ms(1000);
+        let start = std::time::Instant::now();
+        audit.on_tick(&host);
+        let batches = host.calls();
+        let per_batch = start.elapsed() / batches.max(1) as u32;
+        let bytes = host.body(1).len();
+        println!("{format:?} chain={chain}: record {per_record:?}/record, batch of 200 {per_batch:?} ({bytes} bytes)");
+    }
 }

@@ -59,7 +59,10 @@ mod tests {
             let next_day = (prev.0, prev.1, prev.2 + 1);
             let next_month = (prev.0, prev.1 + 1, 1);
             let next_year = (prev.0 + 1, 1, 1);
-            assert!(cur == next_day || cur == next_month || cur == next_year, "{d}: {prev:?} -> {cur:?}");
+            assert!(
+                cur == next_day || cur == next_month || cur == next_year,
+                "{d}: {prev:?} -> {cur:?}"
+            );
             prev = cur;
         }
     }

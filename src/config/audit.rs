@@ -391,7 +391,10 @@ mod tests {
         assert!(!audit.record_granted_authz);
         assert!(!audit.chain);
         let r = audit.retention_days;
-        assert_eq!((r.access, r.authz_decision, r.data_access, r.security_alert), (90, 2555, 2555, 730));
+        assert_eq!(
+            (r.access, r.authz_decision, r.data_access, r.security_alert),
+            (90, 2555, 2555, 730)
+        );
         assert_eq!(audit.anomaly, AnomalyConfig::default());
     }
 
@@ -415,8 +418,8 @@ mod tests {
 
     #[test]
     fn unknown_nested_field_is_named() {
-        let err =
-            Policy::from_json(audit_json(r#", "retry": {"initial_ms": 1}"#).as_bytes()).unwrap_err();
+        let err = Policy::from_json(audit_json(r#", "retry": {"initial_ms": 1}"#).as_bytes())
+            .unwrap_err();
         assert_eq!(err.field(), "audit.retry.initial_ms");
     }
 
@@ -435,8 +438,14 @@ mod tests {
                 r#", "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 99}"#,
                 "audit.retry.max_backoff_ms",
             ),
-            (r#", "client_ip_truncation": {"v4_prefix": 33}"#, "audit.client_ip_truncation.v4_prefix"),
-            (r#", "client_ip_truncation": {"v6_prefix": 129}"#, "audit.client_ip_truncation.v6_prefix"),
+            (
+                r#", "client_ip_truncation": {"v4_prefix": 33}"#,
+                "audit.client_ip_truncation.v4_prefix",
+            ),
+            (
+                r#", "client_ip_truncation": {"v6_prefix": 129}"#,
+                "audit.client_ip_truncation.v6_prefix",
+            ),
             (r#", "retention_days": {"error": 0}"#, "audit.retention_days.error"),
             (
                 r#", "anomaly": {"denials_per_subject": {"max": 0, "window_seconds": 60}}"#,
@@ -472,9 +481,8 @@ mod tests {
     fn pseudonym_mode_requires_a_long_enough_key() {
         let missing = Policy::from_json(br#"{"audit": {"cluster": "c"}}"#).unwrap_err();
         assert_eq!(missing.field(), "audit.pseudonym_key");
-        let short =
-            Policy::from_json(br#"{"audit": {"cluster": "c", "pseudonym_key": "short"}}"#)
-                .unwrap_err();
+        let short = Policy::from_json(br#"{"audit": {"cluster": "c", "pseudonym_key": "short"}}"#)
+            .unwrap_err();
         assert_eq!(short.field(), "audit.pseudonym_key");
         assert!(!short.to_string().contains("short\""), "the key must not be echoed: {short}");
         Policy::from_json(br#"{"audit": {"cluster": "c", "subject_mode": "raw"}}"#).unwrap();
