@@ -1,1 +1,0 @@
-//! Audit records, batching queue and encoders. (Issue 6.)
