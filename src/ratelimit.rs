@@ -1,1 +1,0 @@
-//! Token buckets over the host's shared store. (Issue 5.)
