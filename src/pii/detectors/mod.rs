@@ -69,6 +69,8 @@ pub(crate) const ALNUM: Class = DIGIT | UPPER | LOWER;
 pub(crate) const WORD: Class = 1024;
 /// `[A-Z0-9]`: AWS key ids.
 pub(crate) const UPNUM: Class = 2048;
+/// Base64 and line ends: the rest of a PEM body past its cap.
+pub(crate) const PEMCONT: Class = 4096;
 
 const fn build_classes() -> [Class; 256] {
     let mut t = [0 as Class; 256];
@@ -106,6 +108,9 @@ const fn build_classes() -> [Class; 256] {
         }
         if alnum || matches!(c, b'+' | b'/' | b'=' | b'\n' | b'\r' | b' ' | b'\t' | b':' | b',' | b'-') {
             k |= PEMBODY;
+        }
+        if alnum || matches!(c, b'+' | b'/' | b'=' | b'\n' | b'\r' | b'-') {
+            k |= PEMCONT;
         }
         t[i] = k;
         i += 1;

@@ -2,7 +2,7 @@
 //! well-known API key formats (OpenAI/Anthropic `sk-`, Stripe `sk_live_`,
 //! GitHub `ghp_`/`github_pat_`, Slack `xox?-`).
 
-use super::{at, is, lit, run, starts_run, Det, Hit, ALNUM, B64TOKEN, JWT, PEMBODY, TOKEN, UPNUM};
+use super::{at, is, lit, run, starts_run, Det, Hit, ALNUM, B64TOKEN, JWT, PEMBODY, PEMCONT, TOKEN, UPNUM};
 
 /// Longest token value taken whole; longer runs are cut here and the rest of the
 /// run is swallowed into the same finding (see `Hit::open`).
@@ -140,8 +140,8 @@ fn pem(b: &[u8], s: usize, fin: bool) -> Det {
             _ => return Ok(Hit::closed(s, trim_ws(b, s, i))),
         }
     }
-    // Cut at the cap: swallow the rest of the current base64 line with it.
-    Ok(Some(Hit { start: s, end: cap, open: Some(B64TOKEN) }))
+    // Cut at the cap: swallow the rest of the base64 lines with it.
+    Ok(Some(Hit { start: s, end: cap, open: Some(PEMCONT) }))
 }
 
 /// Trailing whitespace after a truncated body stays outside the finding.
