@@ -71,11 +71,10 @@ pub(crate) fn v6(b: &[u8], s: usize, fin: bool) -> Det {
             return Ok(None);
         }
         if at(b, i, fin)? == Some(b'.') && groups <= 6 && (compressed || groups == 6) {
-            // Embedded IPv4 tail, e.g. ::ffff:192.0.2.1.
-            return match quad(b, g, fin)? {
-                Some(e) if number_ends(b, e, fin)? => Ok(Hit::closed(s, e)),
-                _ => Ok(None),
-            };
+            // Embedded IPv4 tail, e.g. ::ffff:192.0.2.1; otherwise the dot is punctuation.
+            if let Some(e) = quad(b, g, fin)? {
+                return Ok(if number_ends(b, e, fin)? { Hit::closed(s, e) } else { None });
+            }
         }
         groups += 1;
         if groups > 8 {
