@@ -21,6 +21,16 @@ class Quiet(BaseHTTPRequestHandler):
         pass
 
     def body(self):
+        # chatguard drops content-length when it may rewrite a body: read chunked too.
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("content-length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -35,10 +45,11 @@ class Quiet(BaseHTTPRequestHandler):
 class Upstream(Quiet):
     def do_any(self):
         body = self.body()
-        if self.path.startswith("/v1/chat/completions"):
+        if self.command == "POST" and self.path.startswith("/api/chat"):
             reply = {"object": "chat.completion", "choices": [{"message": {"role": "assistant",
                      "content": "Sure. Your account manager is jane.doe@example.com, phone (555) 123-4567."}}],
-                     "usage": {"prompt_tokens": 12, "completion_tokens": 18, "total_tokens": 30}}
+                     "usage": {"prompt_tokens": 12, "completion_tokens": 18, "total_tokens": 30},
+                     "what_the_model_received": body.decode("utf-8", "replace")}
             return self.send(200, "application/json", json.dumps(reply).encode())
         echo = {"method": self.command, "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},

@@ -2,20 +2,35 @@
 //!
 //! An [`Engine`] is compiled once per policy (per wasm VM) and used for every
 //! request. Each stage's outcome is returned as data: headers to change, a local
-//! reply to send, a request context for the later phases. The host adapters only
-//! translate these into host calls.
+//! reply to send, bytes to put in place of a body, a [`RequestContext`] carried to
+//! the later phases. The host adapters only translate these into host calls.
 
+mod body;
+mod reply;
+
+pub use body::{BodyAction, ResponseHeadersVerdict, ResponsePlan};
+pub use reply::{internal, json_body, unauthorized, LocalReply};
+
+use crate::audit::{self, AuditLog, RecordBody};
+use crate::client_ip::client_ip;
 use crate::config::{ConfigError, Policy};
 use crate::host::{Host, LogLevel};
-use crate::jwt::{AuthnFailure, CacheStatus, TokenVerifier, Verification, VerifiedToken};
 use crate::jwt::extract::{remove_cookie, remove_query_param, TokenLocation};
+use crate::jwt::{AuthnFailure, CacheStatus, TokenVerifier, Verification, VerifiedToken};
+use crate::lockout::{CompiledLockout, LockState};
+use crate::path::NormalizedPath;
+use crate::pii::{BodyKind, Findings, Redactor};
+use crate::ratelimit::{CompiledRateLimits, RateCaller, RateOutcome};
+use crate::rbac::{CompiledRbac, DenyReason, ResponseFieldFilter};
+use std::cell::RefCell;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 /// The compiled-in default policy (validated by build.rs).
 pub const DEFAULT_POLICY: &[u8] = include_bytes!("../../policy/default.json");
 
-/// Realm announced in `WWW-Authenticate`.
-const REALM: &str = "chatguard";
+/// Header carrying the shadow-mode verdict to the upstream.
+pub const SHADOW_HEADER: &str = "x-chatguard-shadow";
 
 /// A request as the adapters see it at the headers phase.
 #[derive(Debug, Clone, Default)]
@@ -55,16 +70,6 @@ pub struct HeaderEdits {
     pub set: Vec<(String, String)>,
 }
 
-/// A response the filter sends itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Short machine-readable cause, for the host's response details / logs.
-    pub details: &'static str,
-}
-
 /// What the engine learned about a request, carried to the later phases.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -76,6 +81,41 @@ pub struct RequestContext {
     pub cache: Option<CacheStatus>,
     /// Name of the provider that verified the token.
     pub provider: Option<String>,
+    /// Host clock when the request arrived (for latency).
+    pub started_ms: u64,
+    /// Status of the local reply, when the filter answered itself.
+    pub local_status: Option<u16>,
+    /// Why the request was refused (a code), when it was.
+    pub deny_code: Option<&'static str>,
+    /// The matched rule id.
+    pub rule: Option<String>,
+    /// The caller's roles (RBAC).
+    pub roles: Vec<String>,
+    /// The client address used for limits and audit.
+    pub client_ip: Option<IpAddr>,
+    /// Request body handling, when the body is inspected.
+    pub request_body: Option<BodyKind>,
+    /// The caller holds `pii.exempt_permission`: responses are not redacted.
+    pub exempt: bool,
+    /// JSON fields to remove from the response (RBAC `response_fields`).
+    pub response_fields: Option<ResponseFieldFilter>,
+    /// Headers to add to the response (rate-limit quota).
+    pub response_headers: Vec<(String, String)>,
+    /// Response body handling, decided at the response headers.
+    pub response: ResponsePlan,
+    /// What redaction found, per direction.
+    pub request_findings: Findings,
+    pub response_findings: Findings,
+    /// LLM tokens the response reported (`usage.total_tokens`).
+    pub response_tokens: Option<u64>,
+    /// The reduced request facts for audit records.
+    pub audit: Option<audit::RequestContext>,
+}
+
+impl RequestContext {
+    fn subject(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.subject.as_deref())
+    }
 }
 
 /// The engine's answer at the headers phase.
@@ -91,10 +131,25 @@ pub enum RequestVerdict {
     WaitForKeys { provider: usize },
 }
 
+/// Settings of the redaction stage the pipeline needs besides the redactor.
+struct PiiStage {
+    redactor: Redactor,
+    request: bool,
+    response: bool,
+    exempt_permission: Option<String>,
+}
+
 /// The compiled policy plus per-worker state.
 pub struct Engine {
     verifier: TokenVerifier,
+    rbac: Option<CompiledRbac>,
+    rate: CompiledRateLimits,
+    lockout: Option<CompiledLockout>,
+    pii: Option<PiiStage>,
+    xff_trusted_hops: u32,
+    audit: Option<RefCell<AuditLog>>,
     policy_hash: String,
+    source: Vec<u8>,
     description: Option<String>,
 }
 
@@ -112,11 +167,43 @@ impl Engine {
 
     /// Compiles a validated policy; `source` is hashed for `config_loaded` records.
     pub fn compile(policy: &Policy, source: &[u8]) -> Result<Engine, ConfigError> {
+        Engine::compile_seeded(policy, source, 0)
+    }
+
+    /// Like [`Engine::compile`]; `seed` makes this worker's audit record ids
+    /// and slot hashing distinct (the adapter passes clock ^ context id).
+    pub fn compile_seeded(policy: &Policy, source: &[u8], seed: u64) -> Result<Engine, ConfigError> {
         let verifier = TokenVerifier::compile(&policy.jwt)?;
+        let rbac = match &policy.rbac {
+            // The default policy's matrix was flattened at build time.
+            Some(_) if source == DEFAULT_POLICY => CompiledRbac::default_policy(),
+            Some(cfg) => Some(CompiledRbac::compile(cfg)?),
+            None => None,
+        };
+        let pii = match &policy.pii {
+            Some(cfg) => Some(PiiStage {
+                redactor: Redactor::compile(cfg)?,
+                request: cfg.request,
+                response: cfg.response,
+                exempt_permission: cfg.exempt_permission.clone(),
+            }),
+            None => None,
+        };
+        let audit = match &policy.audit {
+            Some(cfg) => Some(RefCell::new(AuditLog::new(cfg, seed)?)),
+            None => None,
+        };
         let digest = hmac_sha256::Hash::hash(source);
         Ok(Engine {
             verifier,
+            rbac,
+            rate: CompiledRateLimits::compile(policy)?,
+            lockout: CompiledLockout::compile(policy)?,
+            pii,
+            xff_trusted_hops: policy.client_ip.xff_trusted_hops,
+            audit,
             policy_hash: hex(&digest[..8]),
+            source: source.to_vec(),
             description: policy.description.clone(),
         })
     }
@@ -136,24 +223,78 @@ impl Engine {
         &self.verifier
     }
 
-    /// Runs the request-headers phase.
+    /// The RBAC stage, if configured.
+    pub fn rbac(&self) -> Option<&CompiledRbac> {
+        self.rbac.as_ref()
+    }
+
+    /// Records `config_loaded` (call once after the policy is in use).
+    pub fn announce(&self, host: &dyn Host) {
+        self.record(host, None, RecordBody::ConfigLoaded(audit::ConfigLoaded::new(&self.source)));
+    }
+
+    fn record(&self, host: &dyn Host, ctx: Option<&audit::RequestContext>, body: RecordBody) {
+        if let Some(a) = &self.audit {
+            a.borrow_mut().record(host, ctx, body);
+        }
+    }
+
+    /// Runs the request-headers phase. `may_wait == false` is the second
+    /// evaluation of a parked request (and the CLI).
     pub fn on_request_headers(&self, host: &dyn Host, head: &RequestHead, may_wait: bool) -> RequestVerdict {
         let now_ms = host.now_ms();
-        let mut ctx = RequestContext::default();
+        let request_id = head.request_id();
+        let mut ctx = RequestContext { started_ms: now_ms, ..RequestContext::default() };
         let mut edits = HeaderEdits::default();
         // Headers the filter sets for upstream must never come from the client.
         for name in self.verifier.claim_header_names() {
             edits.remove.push(name.to_ascii_lowercase());
         }
+        edits.remove.push(SHADOW_HEADER.into());
+        if may_wait {
+            host.count("requests_total", 1);
+        }
 
-        host.count("requests_total", 1);
-        let anonymous_route = false; // route rules arrive with the RBAC stage
-        match self.verifier.find_token(&head.headers, head.query()) {
-            None => {
-                if self.verifier.provider_count() > 0 && !anonymous_route {
-                    return self.deny_authn(host, head, ctx, AuthnFailure::Missing);
-                }
+        let path = match NormalizedPath::parse(&head.path) {
+            Ok(p) => p,
+            Err(e) => {
+                host.count("bad_path", 1);
+                host.log(LogLevel::Info, &format!("refused path: {} request_id={}", e.as_str(), request_id.unwrap_or("-")));
+                return self.refuse(host, head, ctx, reply::bad_path(e.as_str(), request_id), e.as_str());
             }
+        };
+        ctx.client_ip = client_ip(head.downstream.as_deref(), head.header("x-forwarded-for"), self.xff_trusted_hops);
+        ctx.audit = self.audit.as_ref().map(|a| {
+            a.borrow().context(&audit::RequestFacts {
+                request_id,
+                method: &head.method,
+                path: path.as_str(),
+                subject: None,
+                roles: &[],
+                client_ip: head.downstream.as_deref(),
+            })
+        });
+
+        // Lockout first: a locked client costs one shared-data read, no crypto.
+        if let Some(lockout) = &self.lockout {
+            match lockout.check(host, None, ctx.client_ip) {
+                Ok(LockState::Open) => {}
+                Ok(LockState::Locked { retry_after_secs }) => {
+                    host.count("locked_out", 1);
+                    return self.refuse(host, head, ctx, reply::locked_out(retry_after_secs, request_id), "locked_out");
+                }
+                Err(f) => return self.refuse(host, head, ctx, reply::unavailable(f.status(), request_id), "state_unavailable"),
+            }
+        }
+
+        let route = self.rbac.as_ref().map(|r| r.route(&head.method, &head.authority, &path));
+        let needs_token = match &route {
+            Some(r) => r.requires_authentication(),
+            None => self.verifier.provider_count() > 0,
+        };
+        match self.verifier.find_token(&head.headers, head.query()) {
+            None if needs_token => return self.deny_authn(host, head, ctx, AuthnFailure::Missing),
+            None => {}
             Some(found) => match self.verifier.verify(&found, now_ms, may_wait) {
                 Verification::NeedKeys { provider } => return RequestVerdict::WaitForKeys { provider },
                 Verification::Failed(reason) => return self.deny_authn(host, head, ctx, reason),
@@ -175,21 +316,180 @@ impl Engine {
                 }
             },
         }
+
+        if let (Some(rbac), Some(route)) = (&self.rbac, &route) {
+            let decision = rbac.decide(route, ctx.token.as_ref().map(|t| &t.claims), now_ms);
+            ctx.rule = rbac.rule_id(&decision).map(str::to_string);
+            ctx.roles = rbac.role_names(&decision).map(str::to_string).collect();
+            if let (Some(a), Some(audit_ctx)) = (&self.audit, ctx.audit.as_mut()) {
+                let roles = ctx.roles.clone();
+                *audit_ctx = a.borrow().context(&audit::RequestFacts {
+                    request_id,
+                    method: &head.method,
+                    path: path.as_str(),
+                    subject: ctx.token.as_ref().and_then(|t| t.subject.as_deref()),
+                    roles: &roles,
+                    client_ip: head.downstream.as_deref(),
+                });
+            }
+            let missing = rbac.missing_permission(&decision).map(str::to_string);
+            self.record(
+                host,
+                ctx.audit.as_ref(),
+                RecordBody::AuthzDecision(audit::AuthzDecision {
+                    outcome: if decision.allowed { audit::AuthzOutcome::Granted } else { audit::AuthzOutcome::Denied },
+                    rule: ctx.rule.as_deref().map(audit::Name::new),
+                    missing_permission: missing.as_deref().map(audit::Name::new),
+                    condition: decision.reason.map(|r| r.as_str()),
+                }),
+            );
+            if !decision.allowed {
+                let reason = decision.reason.unwrap_or(DenyReason::NoRule);
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "authz {}: reason={} rule={} missing={} request_id={}",
+                        if decision.enforced { "denied" } else { "would deny (shadow)" },
+                        reason.as_str(),
+                        ctx.rule.as_deref().unwrap_or("-"),
+                        missing.as_deref().unwrap_or("-"),
+                        request_id.unwrap_or("-")
+                    ),
+                );
+                if !decision.enforced {
+                    host.count("authz_shadow_denied", 1);
+                    edits.set.push((SHADOW_HEADER.into(), rbac.shadow_header(&decision)));
+                } else if reason == DenyReason::Unauthenticated {
+                    return self.deny_authn(host, head, ctx, AuthnFailure::Missing);
+                } else {
+                    host.count("authz_denied", 1);
+                    return self.refuse(host, head, ctx, reply::forbidden(reason, request_id), reason.as_str());
+                }
+            }
+            if let Some(pii) = &self.pii {
+                ctx.exempt = pii.exempt_permission.as_deref().is_some_and(|p| rbac.holds(&decision, p));
+            }
+            ctx.response_fields = rbac.response_filter(&decision).cloned();
+        }
+
+        if !self.rate.is_empty() {
+            let roles: Vec<&str> = ctx.roles.iter().map(String::as_str).collect();
+            let header = |name: &str| head.header(name);
+            let caller = RateCaller {
+                subject: ctx.subject(),
+                client_ip: ctx.client_ip,
+                roles: &roles,
+                rule: ctx.rule.as_deref(),
+                header: &header,
+            };
+            match self.rate.check(host, &caller) {
+                RateOutcome::Allowed { headers } => ctx.response_headers.extend(headers),
+                RateOutcome::Limited { limit, retry_after_secs, headers, shadow } => {
+                    self.record(
+                        host,
+                        ctx.audit.as_ref(),
+                        RecordBody::RateLimited(audit::RateLimited {
+                            limit: audit::Name::new(&limit),
+                            retry_after_s: retry_after_secs,
+                        }),
+                    );
+                    if !shadow {
+                        host.count("rate_limited", 1);
+                        return self.refuse(host, head, ctx, reply::rate_limited(&limit, headers, request_id), "rate_limited");
+                    }
+                }
+                RateOutcome::StoreFailed(f) => {
+                    host.log(LogLevel::Warn, &format!("rate limit state unavailable: {f}; refusing"));
+                    return self.refuse(host, head, ctx, reply::unavailable(f.status(), request_id), "state_unavailable");
+                }
+            }
+        }
+
+        if let Some(reply) = self.plan_request_body(head, &mut ctx, &mut edits) {
+            return self.refuse(host, head, ctx, reply, "uninspectable_body");
+        }
         RequestVerdict::Forward { edits, ctx }
+    }
+
+    /// Decides whether the request body is inspected; drops `content-length`
+    /// when it may change, and asks the upstream not to compress the response.
+    fn plan_request_body(&self, head: &RequestHead, ctx: &mut RequestContext, edits: &mut HeaderEdits) -> Option<LocalReply> {
+        let pii = self.pii.as_ref()?;
+        if pii.response && !ctx.exempt {
+            edits.set.push(("accept-encoding".into(), "identity".into()));
+        }
+        if !pii.request {
+            return None;
+        }
+        let has_body = head.header("content-length").is_some_and(|l| l != "0") || head.header("transfer-encoding").is_some();
+        if !has_body {
+            return None;
+        }
+        let kind = pii.redactor.classify(head.header("content-type").unwrap_or(""));
+        if kind == BodyKind::Other {
+            return None;
+        }
+        if head.header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+            return Some(reply::unsupported_media(head.request_id()));
+        }
+        if head.header("content-length").and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > pii.redactor.max_body_bytes()) {
+            return Some(reply::too_large(head.request_id()));
+        }
+        edits.remove.push("content-length".into());
+        ctx.request_body = Some(kind);
+        None
+    }
+
+    fn refuse(&self, host: &dyn Host, _head: &RequestHead, mut ctx: RequestContext, reply: LocalReply, code: &'static str) -> RequestVerdict {
+        ctx.local_status = Some(reply.status);
+        ctx.deny_code = Some(code);
+        let _ = host;
+        RequestVerdict::Respond { reply, ctx }
     }
 
     fn deny_authn(&self, host: &dyn Host, head: &RequestHead, mut ctx: RequestContext, reason: AuthnFailure) -> RequestVerdict {
         host.count(&format!("authn_failures.{}", reason.code()), 1);
         host.log(
             LogLevel::Info,
-            &format!(
-                "authn denied: reason={} request_id={}",
-                reason.code(),
-                head.request_id().unwrap_or("-")
-            ),
+            &format!("authn denied: reason={} request_id={}", reason.code(), head.request_id().unwrap_or("-")),
         );
+        self.record(
+            host,
+            ctx.audit.as_ref(),
+            RecordBody::AuthnFailure(audit::AuthnFailure { reason: reason.code(), provider: None }),
+        );
+        // A missing token is not a guess; a wrong one is.
+        if reason != AuthnFailure::Missing {
+            if let Some(lockout) = &self.lockout {
+                match lockout.record_failure(host, None, ctx.client_ip) {
+                    Ok(Some(alert)) => {
+                        host.count("security_alerts", 1);
+                        host.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "lockout: {} failures within {}s; locked for {}s",
+                                alert.failures, alert.window_seconds, alert.lock_seconds
+                            ),
+                        );
+                        self.record(
+                            host,
+                            ctx.audit.as_ref(),
+                            RecordBody::SecurityAlert(audit::SecurityAlert {
+                                alert: audit::AlertKind::Lockout,
+                                count: u64::from(alert.failures),
+                                threshold: u64::from(alert.failures),
+                                window_seconds: alert.window_seconds,
+                            }),
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(f) => host.log(LogLevel::Warn, &format!("lockout state unavailable: {f}")),
+                }
+            }
+        }
         ctx.authn_failure = Some(reason);
-        RequestVerdict::Respond { reply: unauthorized(reason, head.request_id()), ctx }
+        let reply = unauthorized(reason, head.request_id());
+        self.refuse(host, head, ctx, reply, reason.code())
     }
 
     fn add_claim_headers(&self, token: &VerifiedToken, edits: &mut HeaderEdits) {
@@ -197,6 +497,73 @@ impl Engine {
             if let Some(value) = token.claim(&mapping.claim).and_then(header_value) {
                 edits.set.push((mapping.header.to_ascii_lowercase(), value));
             }
+        }
+    }
+
+    /// The end of a request (Envoy: `on_log`): the access record, what was
+    /// redacted, and the LLM token charge. `status` is the response status.
+    pub fn on_log(&self, host: &dyn Host, ctx: &RequestContext, status: u16) {
+        let now = host.now_ms();
+        let status = ctx.local_status.unwrap_or(status);
+        if let (Some(tokens), Some(_)) = (ctx.response_tokens, ctx.token.as_ref()) {
+            let roles: Vec<&str> = ctx.roles.iter().map(String::as_str).collect();
+            let none = |_: &str| None;
+            let caller = RateCaller {
+                subject: ctx.subject(),
+                client_ip: ctx.client_ip,
+                roles: &roles,
+                rule: ctx.rule.as_deref(),
+                header: &none,
+            };
+            if let Err(f) = self.rate.charge(host, &caller, tokens) {
+                host.log(LogLevel::Warn, &format!("cannot charge {tokens} LLM tokens: {f}"));
+            }
+        }
+        if !ctx.request_findings.is_empty() || !ctx.response_findings.is_empty() {
+            self.record(
+                host,
+                ctx.audit.as_ref(),
+                RecordBody::DataAccess(audit::DataAccess {
+                    request_entities: findings_map(&ctx.request_findings),
+                    response_entities: findings_map(&ctx.response_findings),
+                    redacted: true,
+                }),
+            );
+        }
+        self.record(
+            host,
+            ctx.audit.as_ref(),
+            RecordBody::Access(audit::Access {
+                rule: ctx.rule.as_deref().map(audit::Name::new),
+                status,
+                decision: if ctx.local_status.is_some() { audit::Decision::Deny } else { audit::Decision::Allow },
+                reason: ctx.deny_code,
+                latency_ms: now.saturating_sub(ctx.started_ms),
+            }),
+        );
+    }
+
+    /// Background work on the host's tick: audit batches.
+    pub fn on_tick(&self, host: &dyn Host) {
+        if let Some(a) = &self.audit {
+            a.borrow_mut().on_tick(host);
+        }
+    }
+
+    /// Tick period the engine wants (audit flush granularity), if any.
+    pub fn tick_period_ms(&self) -> Option<u64> {
+        self.audit.as_ref().map(|a| a.borrow().tick_period_ms())
+    }
+
+    /// Whether an outbound call id belongs to the audit shipper.
+    pub fn is_audit_call(&self, call_id: u32) -> bool {
+        self.audit.as_ref().is_some_and(|a| a.borrow().is_own_call(call_id))
+    }
+
+    /// The answer to an audit batch (`None`: no answer).
+    pub fn audit_call_finished(&self, host: &dyn Host, call_id: u32, status: Option<u16>) {
+        if let Some(a) = &self.audit {
+            a.borrow_mut().on_http_response(host, call_id, status);
         }
     }
 
@@ -226,45 +593,12 @@ impl Engine {
     }
 }
 
-/// The 401 reply (RFC 6750 section 3): no error code when no token was sent.
-pub fn unauthorized(reason: AuthnFailure, request_id: Option<&str>) -> LocalReply {
-    let challenge = if reason == AuthnFailure::Missing {
-        format!("Bearer realm=\"{REALM}\"")
-    } else {
-        format!(
-            "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
-            reason.description()
-        )
-    };
-    LocalReply {
-        status: 401,
-        headers: vec![
-            ("www-authenticate".into(), challenge),
-            ("content-type".into(), "application/json".into()),
-            ("cache-control".into(), "no-store".into()),
-        ],
-        body: json_body("unauthorized", Some(reason.code()), request_id),
-        details: "chatguard_unauthorized",
-    }
-}
-
-/// `{"error":..,"reason":..,"request_id":..}`: values are our own codes and
-/// Envoy's request id, never request content.
-pub fn json_body(error: &str, reason: Option<&str>, request_id: Option<&str>) -> Vec<u8> {
-    let mut body = serde_json::Map::new();
-    body.insert("error".into(), error.into());
-    if let Some(r) = reason {
-        body.insert("reason".into(), r.into());
-    }
-    if let Some(id) = request_id.filter(|id| is_safe_request_id(id)) {
-        body.insert("request_id".into(), id.into());
-    }
-    serde_json::Value::Object(body).to_string().into_bytes()
-}
-
-/// Envoy generates UUIDs; a client-sent id is echoed only if it looks like one.
-fn is_safe_request_id(id: &str) -> bool {
-    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+fn findings_map(f: &Findings) -> std::collections::BTreeMap<audit::Name, u64> {
+    crate::pii::Entity::ALL
+        .iter()
+        .filter(|e| f.count(**e) > 0)
+        .map(|e| (audit::Name::new(e.name()), u64::from(f.count(*e))))
+        .collect()
 }
 
 /// A claim rendered as a header value: strings as is, numbers and booleans in

@@ -35,12 +35,12 @@ fn host() -> MemoryHost {
 #[test]
 fn missing_token_gets_a_bare_bearer_challenge() {
     let e = engine(serde_json::json!({}));
-    let RequestVerdict::Respond { reply, ctx } = e.on_request_headers(&host(), &head(&[("x-request-id", "abc-123")]), true) else {
+    let RequestVerdict::Respond { reply, ctx } = e.on_request_headers(&host(), &head(&[("x-request-id", "0b1c2d3e-0000-4000-8000-000000000001")]), true) else {
         panic!("expected a reply")
     };
     assert_eq!(reply.status, 401);
     assert_eq!(reply.headers[0], ("www-authenticate".into(), "Bearer realm=\"chatguard\"".into()));
-    assert_eq!(String::from_utf8(reply.body).unwrap(), r#"{"error":"unauthorized","reason":"missing","request_id":"abc-123"}"#);
+    assert_eq!(String::from_utf8(reply.body).unwrap(), r#"{"error":"unauthorized","reason":"missing","request_id":"0b1c2d3e-0000-4000-8000-000000000001"}"#);
     assert_eq!(ctx.authn_failure, Some(AuthnFailure::Missing));
 }
 

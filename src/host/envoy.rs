@@ -8,7 +8,8 @@
 //! a panic would kill the VM and every request on the worker with it.
 
 use super::{CallError, Cas, Host, LogLevel, OutboundRequest, StoreError};
-use crate::engine::{Engine, HeaderEdits, LocalReply, RequestContext, RequestHead, RequestVerdict};
+use crate::config::Policy;
+use crate::engine::{BodyAction, Engine, HeaderEdits, LocalReply, RequestContext, RequestHead, RequestVerdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
@@ -123,7 +124,7 @@ impl Host for EnvoyHost<'_> {
             let mut metrics = self.vm.metrics.borrow_mut();
             match metrics.get(metric) {
                 Some(id) => Some(*id),
-                None => match hostcalls::define_metric(MetricType::Counter, &format!("{METRIC_PREFIX}{metric}")) {
+                None => match hostcalls::define_metric(MetricType::Counter, &metric_name(metric)) {
                     Ok(id) => {
                         metrics.insert(metric.to_string(), id);
                         Some(id)
@@ -135,6 +136,15 @@ impl Host for EnvoyHost<'_> {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, by as i64);
         }
+    }
+}
+
+/// `chatguard.<name>`: some stages name their metrics with the prefix already.
+fn metric_name(metric: &str) -> String {
+    if metric.starts_with(METRIC_PREFIX) {
+        metric.to_string()
+    } else {
+        format!("{METRIC_PREFIX}{metric}")
     }
 }
 
@@ -224,17 +234,21 @@ impl Root {
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(engine) = self.engine() else { return };
+        // Envoy reports a failed call (reset, timeout, no host) with no headers.
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok())
+        };
+        if engine.is_audit_call(token_id) {
+            engine.audit_call_finished(&self.host(), token_id, status);
+            return;
+        }
         let provider = self.vm.jwks_calls.borrow_mut().remove(&token_id);
         if let Some(provider) = provider {
-            // Envoy reports a failed call (reset, timeout, no host) with no headers.
-            let status = if num_headers == 0 {
-                None
-            } else {
-                hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.parse::<u16>().ok())
-            };
             let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                 .ok()
                 .flatten()
@@ -255,11 +269,16 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .filter(|c| !c.iter().all(u8::is_ascii_whitespace));
-        let compiled = match &config {
-            Some(bytes) => Engine::from_json(bytes),
-            None => Engine::default_policy(),
-        };
         let host = self.host();
+        // Distinct per worker: audit record ids and slot hashing.
+        let seed = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ (u64::from(self.context_id) << 32);
+        let source: &[u8] = config.as_deref().unwrap_or(crate::engine::DEFAULT_POLICY);
+        let compiled = Policy::from_json(source).and_then(|p| Engine::compile_seeded(&p, source, seed));
         match compiled {
             Ok(engine) => {
                 host.log(
@@ -271,8 +290,10 @@ impl RootContext for Root {
                         engine.policy_hash()
                     ),
                 );
+                engine.announce(&host);
+                let tick = engine.tick_period_ms().map(Duration::from_millis).unwrap_or(TICK).min(TICK);
                 *self.vm.engine.borrow_mut() = Some(Rc::new(engine));
-                if hostcalls::set_tick_period(TICK).is_err() {
+                if hostcalls::set_tick_period(tick).is_err() {
                     host.log(LogLevel::Error, "cannot set tick period: JWKS refresh will not run");
                 }
                 true
@@ -286,6 +307,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(engine) = self.engine() else { return };
+        engine.on_tick(&self.host());
         self.send_due_jwks_fetches(&engine);
         if !self.vm.parked.borrow().is_empty() {
             self.resolve_parked(&engine, None);
@@ -381,23 +403,96 @@ impl HttpContext for Stream {
         }
     }
 
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.adopt_resolved();
         if self.replied {
             return Action::Pause;
         }
-        Action::Continue
+        let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
+        if ctx.request_body.is_none() {
+            self.ctx = Some(ctx);
+            return Action::Continue;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let action = engine.on_request_body(&self.host(), &mut ctx, &body, end_of_stream);
+        self.ctx = Some(ctx);
+        self.apply_body_action(BufferType::HttpRequestBody, body_size, action)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.adopt_resolved();
-        Action::Continue
+        if self.replied {
+            return Action::Continue;
+        }
+        let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
+        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let verdict = engine.on_response_headers(&self.host(), &mut ctx, &headers);
+        self.ctx = Some(ctx);
+        for name in &verdict.edits.remove {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+        }
+        for (name, value) in &verdict.edits.set {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+        }
+        if verdict.pause {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
+        if matches!(ctx.response, crate::engine::ResponsePlan::Pass) {
+            self.ctx = Some(ctx);
+            return Action::Continue;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let action = engine.on_response_body(&self.host(), &mut ctx, &body, end_of_stream);
+        self.ctx = Some(ctx);
+        self.apply_body_action(BufferType::HttpResponseBody, body_size, action)
     }
 
     fn on_log(&mut self) {
         let id = self.context_id;
         self.vm.parked.borrow_mut().retain(|p| p.context_id != id);
         self.vm.resolved.borrow_mut().remove(&id);
+        if let (Some(engine), Some(ctx)) = (&self.engine, &self.ctx) {
+            let status = hostcalls::get_property(vec!["response", "code"])
+                .ok()
+                .flatten()
+                .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                .unwrap_or(0);
+            engine.on_log(&self.host(), ctx, status as u16);
+        }
+    }
+}
+
+impl Stream {
+    /// Carries out a body verdict on the current body buffer.
+    fn apply_body_action(&mut self, buffer: BufferType, body_size: usize, action: BodyAction) -> Action {
+        match action {
+            BodyAction::Continue => Action::Continue,
+            BodyAction::Buffer => Action::Pause,
+            BodyAction::Replace(bytes) => match hostcalls::set_buffer(buffer, 0, body_size, &bytes) {
+                Ok(()) => Action::Continue,
+                Err(status) => {
+                    // The unredacted bytes must not go on: fail closed.
+                    self.host().log(LogLevel::Error, &format!("cannot replace body ({status:?}): refusing"));
+                    let _ = send_reply(&crate::engine::internal(None));
+                    self.replied = true;
+                    Action::Pause
+                }
+            },
+            BodyAction::Reply(reply) => {
+                let _ = send_reply(&reply);
+                self.replied = true;
+                Action::Pause
+            }
+        }
     }
 }
 
@@ -446,10 +541,5 @@ fn send_reply(reply: &LocalReply) -> Result<(), Status> {
 }
 
 fn internal_error() -> LocalReply {
-    LocalReply {
-        status: 500,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: br#"{"error":"internal"}"#.to_vec(),
-        details: "chatguard_internal",
-    }
+    crate::engine::internal(None)
 }
