@@ -85,7 +85,10 @@ impl Engine {
         let content_type = header(headers, "content-type").unwrap_or("");
         let kind = self.pii.as_ref().map(|p| p.redactor.classify(content_type)).unwrap_or(BodyKind::Other);
         let redact = self.pii.as_ref().is_some_and(|p| p.response) && !ctx.exempt && kind != BodyKind::Other;
-        let fields = ctx.response_fields.is_some() && kind == BodyKind::Json;
+        // Field filtering works with or without a pii section.
+        let is_json = crate::pii::content::classify(content_type, &["application/json".into(), "application/*".into()]) == BodyKind::Json;
+        let fields = ctx.response_fields.is_some() && is_json;
+        let kind = if fields && kind == BodyKind::Other { BodyKind::Json } else { kind };
         let tokens = self.rate.charges_response_tokens() && ctx.token.is_some();
         let encoding = header(headers, "content-encoding")
             .filter(|e| !e.eq_ignore_ascii_case("identity"))

@@ -373,7 +373,15 @@ impl Engine {
         }
 
         if !self.rate.is_empty() {
-            let roles: Vec<&str> = ctx.roles.iter().map(String::as_str).collect();
+            // Every caller holds the anonymous role's permissions, but a limit
+            // narrowed to that role is meant for callers without a token.
+            let anonymous = self.rbac.as_ref().and_then(|r| r.anonymous_role_name());
+            let roles: Vec<&str> = ctx
+                .roles
+                .iter()
+                .map(String::as_str)
+                .filter(|r| ctx.token.is_none() || Some(*r) != anonymous)
+                .collect();
             let header = |name: &str| head.header(name);
             let caller = RateCaller {
                 subject: ctx.subject(),

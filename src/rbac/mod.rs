@@ -450,6 +450,11 @@ impl CompiledRbac {
         decision.rule.and_then(|i| self.rules.get(i)).map(|r| r.id.as_str())
     }
 
+    /// The anonymous role's name, if configured.
+    pub fn anonymous_role_name(&self) -> Option<&str> {
+        self.anonymous_role.and_then(|r| self.roles.get(r)).map(|c| c.as_ref())
+    }
+
     /// Names of the caller's roles, in policy order.
     pub fn role_names<'a>(&'a self, decision: &'a Decision) -> impl Iterator<Item = &'a str> + 'a {
         decision.roles.iter().filter_map(|i| self.roles.get(i).map(|r| r.as_ref()))
