@@ -15,12 +15,6 @@ pub fn run(args: &[String]) -> u8 {
     ) else {
         return crate::usage_error("`explain` needs --policy, --method and --path");
     };
-    if args.iter().any(|a| a == "--token") {
-        // TODO(lead): verify the token with the policy's JWT providers and pass its
-        // claims to `explain` below; until then only --claims is supported.
-        eprintln!("chatguard: token verification not wired yet; use --claims JSON");
-        return 2;
-    }
     let policy = match crate::load_policy(policy_path) {
         Ok(p) => p,
         Err(code) => return code,
@@ -36,7 +30,7 @@ pub fn run(args: &[String]) -> u8 {
             return 2;
         }
     };
-    let claims: Option<Claims> = match crate::flag_value(args, "--claims") {
+    let mut claims: Option<Claims> = match crate::flag_value(args, "--claims") {
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => Some(map),
             _ => return crate::usage_error("--claims must be a JSON object"),
@@ -53,6 +47,19 @@ pub fn run(args: &[String]) -> u8 {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    if let Some(token) = crate::flag_value(args, "--token") {
+        // The same verification as the filter: an invalid token is the 401 the
+        // caller would get, before any authorization.
+        match crate::token::verify_claims(policy_path, token, crate::flag_value(args, "--jwks"), now_ms / 1000) {
+            Ok(Ok(verified)) => claims = Some(verified),
+            Ok(Err(reason)) => {
+                let report = serde_json::json!({"decision": "deny", "status": 401, "reason": reason, "path": path});
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                return 1;
+            }
+            Err(code) => return code,
+        }
+    }
     let host = crate::flag_value(args, "--host").unwrap_or("");
     let (report, allowed) = explain(&rbac, method, host, path, claims.as_ref(), now_ms);
     println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

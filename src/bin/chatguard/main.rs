@@ -6,7 +6,7 @@
 mod check;
 mod explain;
 mod redact;
-mod token;
+pub mod token;
 
 use std::process::ExitCode;
 

@@ -107,6 +107,40 @@ fn verify(args: &[String]) -> u8 {
     }
 }
 
+/// Verifies `token` against the policy at `policy_path` (with `jwks_path`
+/// standing in for remote key sets): the claims, or the reason code.
+pub fn verify_claims(
+    policy_path: &str,
+    token: &str,
+    jwks_path: Option<&str>,
+    now: u64,
+) -> Result<Result<serde_json::Map<String, serde_json::Value>, &'static str>, u8> {
+    let policy = load_policy(policy_path)?;
+    let source = std::fs::read(policy_path).unwrap_or_default();
+    let engine = Engine::compile(&policy, &source).map_err(|e| {
+        eprintln!("chatguard: {e}");
+        2u8
+    })?;
+    let verifier = engine.verifier();
+    if let Some(path) = jwks_path {
+        let body = std::fs::read(path).map_err(|e| {
+            eprintln!("chatguard: cannot read {path}: {e}");
+            2u8
+        })?;
+        for provider in 0..verifier.provider_count() {
+            verifier.jwks_started(provider, now * 1000, true);
+            verifier.jwks_finished(provider, now * 1000, Some(200), &body);
+        }
+    }
+    let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let Some(found) = verifier.find_token(&headers, None) else { return Ok(Err("missing")) };
+    Ok(match verifier.verify(&found, now * 1000, false) {
+        Verification::Verified(t, _) => Ok(t.claims.clone()),
+        Verification::Failed(reason) => Err(reason.code()),
+        Verification::NeedKeys { .. } => Err("jwks_unavailable"),
+    })
+}
+
 fn keygen(args: &[String]) -> u8 {
     let Some(out) = flag_value(args, "--out") else {
         return usage_error("token keygen: --out DIR is required");
