@@ -116,10 +116,7 @@ fn two_workers_share_one_bucket_per_subject() {
         let limited = mine.iter().filter(|s| s.response.status == 429).count();
         assert_eq!(admitted + limited, mine.len(), "{subject}: only 200 and 429 expected");
         let expected = CAPACITY + PER_SECOND * elapsed;
-        eprintln!(
-            "{subject}: {} requests over {elapsed:.2}s, admitted {admitted}, expected {expected:.1}",
-            mine.len()
-        );
+        eprintln!("{subject}: {} requests over {elapsed:.2}s, admitted {admitted}, expected {expected:.1}", mine.len());
         // The clients must outrun the refill, or the count proves nothing.
         assert!(mine.len() as f64 > 2.0 * expected, "{subject}: only {} requests sent", mine.len());
         assert!(
@@ -173,6 +170,57 @@ fn two_workers_share_one_bucket_per_subject() {
     for n in &workers {
         assert!(*n * 5 >= connections, "both workers served traffic: {workers:?}");
     }
+}
+
+/// A burst from many keep-alive connections on both workers at once, as fast
+/// as they go: the CAS loop never admits more than the bucket holds.
+#[test]
+fn concurrent_burst_admits_exactly_the_capacity() {
+    if e2e::skip_without_chatguard("concurrent_burst_admits_exactly_the_capacity") {
+        return;
+    }
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 40;
+    let up = Upstream::start();
+    let policy = policy(json!({
+        "rate_limits": [{ "name": "burst", "key": "subject", "capacity": 100, "refill_per_minute": 0.001 }],
+    }));
+    let envoy = Envoy::start(EnvoyConfig::chatguard(&policy).upstream(up.port()).concurrency(2)).unwrap();
+    let port = envoy.listener_port();
+    let auth = bearer(&tokens::rs256("heidi", &["employee"]));
+    // The first request creates the slot (Envoy's CAS cannot say "only if
+    // absent", so creation races are documented as bounded, not excluded).
+    assert_eq!(http::get(port, "/v1/chat/completions", &[("authorization", &auth)]).status, 200);
+
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let auth = auth.clone();
+            thread::spawn(move || {
+                let mut conns = [http::Connection::open(port).unwrap(), http::Connection::open(port).unwrap()];
+                let mut statuses = Vec::new();
+                for i in 0..PER_THREAD {
+                    let r =
+                        conns[i % 2].request("GET", "/v1/chat/completions", &[("authorization", &auth)], b"").unwrap();
+                    statuses.push(r.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let workers = per_worker_connections(&envoy);
+    eprintln!(
+        "burst: admitted {admitted} + 1, refused {limited}; connections per worker {workers:?}; CAS retries {:?}",
+        envoy.counter("wasmcustom.chatguard.ratelimit.cas_retry")
+    );
+    assert_eq!(admitted + limited, THREADS * PER_THREAD, "only 200 and 429 expected");
+    assert_eq!(admitted, 99, "capacity 100, one taken before the burst");
+    assert_eq!(up.request_count(), 100);
+    assert_eq!(envoy.counter("wasmcustom.chatguard.ratelimit.store_failure").unwrap_or(0), 0);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert!(workers.iter().all(|n| *n > 0), "both workers served the burst: {workers:?}");
 }
 
 /// Retry-After is exact to the second: refused just before the time it
@@ -296,6 +344,10 @@ fn response_tokens_are_charged_and_exhaust_the_budget() {
     }
     let up = Upstream::start();
     up.on("/v1/chat/completions", Reply::usage(500));
+    let sse = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":400,\"completion_tokens\":600,\"total_tokens\":1000}}\n\n\
+               data: [DONE]\n\n";
+    up.on("/v1/stream", Reply::sse(sse, 24, Duration::from_millis(5)));
     let policy = policy(json!({
         "rate_limits": [{ "name": "llm-tokens", "key": "subject", "cost": "response_tokens",
                           "capacity": 1000, "refill_per_minute": 6 }],
@@ -305,7 +357,9 @@ fn response_tokens_are_charged_and_exhaust_the_budget() {
     let port = envoy.listener_port();
     let erin = bearer(&tokens::rs256("erin", &["employee"]));
     let frank = bearer(&tokens::rs256("frank", &["employee"]));
-    let chat = |auth: &str| http::post_json(port, "/v1/chat/completions", &[("authorization", auth)], &json!({"messages": []}));
+    let chat = |auth: &str| {
+        http::post_json(port, "/v1/chat/completions", &[("authorization", auth)], &json!({"messages": []}))
+    };
     let unit_policy = "\"llm-tokens\";q=1000;w=10000;chatguard-unit=\"llm-tokens\"";
 
     // Full bucket: admitted, nothing taken up front.
@@ -325,12 +379,17 @@ fn response_tokens_are_charged_and_exhaust_the_budget() {
     assert_eq!(header(&r, "ratelimit-policy"), unit_policy);
     assert_eq!(header(&r, "ratelimit"), "\"llm-tokens\";r=0;t=10");
     assert_eq!(r.json()["limit"], "llm-tokens");
-    // Another subject has its own budget.
-    let r = chat(&frank);
+    // Another subject has its own budget; a stream's usage (in its last
+    // event, split across chunks) is charged too.
+    let r = http::get(port, "/v1/stream", &[("authorization", &frank)]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(header(&r, "ratelimit"), "\"llm-tokens\";r=1000;t=10");
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    let r = chat(&frank);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(header(&r, "retry-after"), "10");
     assert_eq!(up.request_count(), 3);
-    assert_eq!(envoy.counter("wasmcustom.chatguard.rate_limited"), Some(1));
+    assert_eq!(envoy.counter("wasmcustom.chatguard.rate_limited"), Some(2));
 }
 
 /// Shadow mode: over-limit requests are counted, never refused; without
