@@ -419,6 +419,54 @@ impl HttpContext for Stream {
         self.apply_body_action(BufferType::HttpRequestBody, body_size, action)
     }
 
+    /// HTTP/2 bodies that end with trailers never see `end_of_stream` in the body
+    /// callback: the buffered body is finished here, or the request refused.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.adopt_resolved();
+        if self.replied {
+            return Action::Pause;
+        }
+        let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
+        if ctx.request_body.is_none() {
+            self.ctx = Some(ctx);
+            return Action::Continue;
+        }
+        let Ok(Some(body)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX >> 1) else {
+            self.ctx = Some(ctx);
+            self.host().log(LogLevel::Error, "cannot read the buffered body at trailers: refusing");
+            let _ = send_reply(&crate::engine::internal(None));
+            self.replied = true;
+            return Action::Pause;
+        };
+        let action = engine.on_request_body(&self.host(), &mut ctx, &body, true);
+        self.ctx = Some(ctx);
+        self.apply_body_action(BufferType::HttpRequestBody, body.len(), action)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
+        if matches!(ctx.response, crate::engine::ResponsePlan::Pass) {
+            self.ctx = Some(ctx);
+            return Action::Continue;
+        }
+        // Finish the plan: a buffered body is processed whole; a stream's held
+        // tail cannot be appended after the last chunk here, so it is dropped
+        // (never released unscanned).
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, usize::MAX >> 1).ok().flatten().unwrap_or_default();
+        let action = engine.on_response_body(&self.host(), &mut ctx, &body, true);
+        self.ctx = Some(ctx);
+        match action {
+            BodyAction::Replace(bytes) if !matches!(self.ctx.as_ref().map(|c| &c.response), Some(crate::engine::ResponsePlan::Stream { .. })) => {
+                self.apply_body_action(BufferType::HttpResponseBody, body.len(), BodyAction::Replace(bytes))
+            }
+            BodyAction::Reply(reply) => self.apply_body_action(BufferType::HttpResponseBody, body.len(), BodyAction::Reply(reply)),
+            _ => Action::Continue,
+        }
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.adopt_resolved();
         if self.replied {
