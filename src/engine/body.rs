@@ -46,7 +46,8 @@ pub enum ResponsePlan {
 pub struct ResponseHeadersVerdict {
     pub edits: HeaderEdits,
     /// Hold the headers until the body is processed (so a 502 can still replace
-    /// the response when a compressed body cannot be decoded).
+    /// the response when a compressed body cannot be decoded), where the host
+    /// can. Envoy's proxy-wasm cannot (see src/host/envoy.rs): it resets instead.
     pub pause: bool,
 }
 
@@ -79,12 +80,16 @@ impl Engine {
     }
 
     /// Response headers: decides the response plan and the header edits.
-    pub fn on_response_headers(&self, _host: &dyn Host, ctx: &mut RequestContext, headers: &[(String, String)]) -> ResponseHeadersVerdict {
+    pub fn on_response_headers(&self, host: &dyn Host, ctx: &mut RequestContext, headers: &[(String, String)]) -> ResponseHeadersVerdict {
         let mut verdict = ResponseHeadersVerdict::default();
         verdict.edits.set.extend(ctx.response_headers.iter().cloned());
         let content_type = header(headers, "content-type").unwrap_or("");
         let kind = self.pii.as_ref().map(|p| p.redactor.classify(content_type)).unwrap_or(BodyKind::Other);
-        let redact = self.pii.as_ref().is_some_and(|p| p.response) && !ctx.exempt && kind != BodyKind::Other;
+        let wanted = self.pii.as_ref().is_some_and(|p| p.response) && !ctx.exempt;
+        if wanted && kind == BodyKind::Other && header(headers, "content-type").is_some() {
+            host.count("pii_unlisted_content_type.response", 1);
+        }
+        let redact = wanted && kind != BodyKind::Other;
         // Field filtering works with or without a pii section.
         let is_json = crate::pii::content::classify(content_type, &["application/json".into(), "application/*".into()]) == BodyKind::Json;
         let fields = ctx.response_fields.is_some() && is_json;

@@ -43,6 +43,10 @@ pub struct RequestHead {
     pub headers: Vec<(String, String)>,
     /// The downstream peer (`ip:port`), as the host reports it.
     pub downstream: Option<String>,
+    /// The headers did not end the stream: a body follows. Needed because a
+    /// body need not announce itself: HTTP/2 bodies often have no
+    /// `content-length`, and Envoy strips HTTP/1 `transfer-encoding: chunked`.
+    pub body_follows: bool,
 }
 
 impl RequestHead {
@@ -413,15 +417,21 @@ impl Engine {
             }
         }
 
-        if let Some(reply) = self.plan_request_body(head, &mut ctx, &mut edits) {
-            return self.refuse(host, head, ctx, reply, "uninspectable_body");
+        if let Some(reply) = self.plan_request_body(host, head, &mut ctx, &mut edits) {
+            let code = if reply.status == 413 {
+                host.count("body_too_large", 1);
+                "body_too_large"
+            } else {
+                "uninspectable_body"
+            };
+            return self.refuse(host, head, ctx, reply, code);
         }
         RequestVerdict::Forward { edits, ctx }
     }
 
     /// Decides whether the request body is inspected; drops `content-length`
     /// when it may change, and asks the upstream not to compress the response.
-    fn plan_request_body(&self, head: &RequestHead, ctx: &mut RequestContext, edits: &mut HeaderEdits) -> Option<LocalReply> {
+    fn plan_request_body(&self, host: &dyn Host, head: &RequestHead, ctx: &mut RequestContext, edits: &mut HeaderEdits) -> Option<LocalReply> {
         let pii = self.pii.as_ref()?;
         if pii.response && !ctx.exempt {
             edits.set.push(("accept-encoding".into(), "identity".into()));
@@ -429,12 +439,15 @@ impl Engine {
         if !pii.request {
             return None;
         }
-        let has_body = head.header("content-length").is_some_and(|l| l != "0") || head.header("transfer-encoding").is_some();
+        let has_body = head.body_follows
+            || head.header("content-length").is_some_and(|l| l != "0")
+            || head.header("transfer-encoding").is_some();
         if !has_body {
             return None;
         }
         let kind = pii.redactor.classify(head.header("content-type").unwrap_or(""));
         if kind == BodyKind::Other {
+            host.count("pii_unlisted_content_type.request", 1);
             return None;
         }
         if head.header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {

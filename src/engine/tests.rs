@@ -25,6 +25,7 @@ fn head(headers: &[(&str, &str)]) -> RequestHead {
         authority: "chat.example.test".into(),
         headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         downstream: Some("10.1.2.3:5555".into()),
+        body_follows: false,
     }
 }
 
@@ -120,4 +121,49 @@ fn default_policy_compiles() {
     let e = Engine::default_policy().unwrap();
     assert_eq!(e.verifier().provider_count(), 1);
     assert_eq!(e.policy_hash().len(), 16);
+}
+
+fn pii_engine() -> Engine {
+    let provider = serde_json::json!({
+        "name": "corp", "issuer": crate::jwt::tests::ISS, "audiences": [crate::jwt::tests::AUD],
+        "jwks": jwks_json()
+    });
+    let doc = serde_json::json!({"jwt": {"providers": [provider]}, "pii": {"max_body_bytes": 64}}).to_string();
+    Engine::from_json(doc.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_body_without_content_length_is_still_inspected_and_bounded() {
+    // HTTP/2 bodies and HTTP/1 chunked ones (Envoy strips transfer-encoding)
+    // announce nothing but `body_follows`; they must not skip redaction.
+    let e = pii_engine();
+    let h = host();
+    let token = keys().rsa.sign(claims()).unwrap();
+    let auth = format!("Bearer {token}");
+    let mut req = head(&[("authorization", &auth), ("content-type", "application/json")]);
+    req.method = "POST".into();
+    req.body_follows = true;
+    let RequestVerdict::Forward { mut ctx, edits } = e.on_request_headers(&h, &req, true) else { panic!("expected forward") };
+    assert_eq!(ctx.request_body, Some(BodyKind::Json));
+    assert!(edits.remove.contains(&"content-length".to_string()));
+    let body = br#"{"c":"mail jane.doe@example.com"}"#;
+    assert_eq!(e.on_request_body(&h, &mut ctx, body, true), BodyAction::Replace(br#"{"c":"mail <EMAIL_ADDRESS>"}"#.to_vec()));
+    let big = [b' '; 65];
+    assert!(matches!(e.on_request_body(&h, &mut ctx, &big, false), BodyAction::Reply(r) if r.status == 413));
+    assert_eq!(h.counter("body_too_large"), 1);
+
+    // An announced oversized body is refused at the headers, and counted the same way.
+    let mut req = head(&[("authorization", &auth), ("content-type", "application/json"), ("content-length", "65")]);
+    req.method = "POST".into();
+    let RequestVerdict::Respond { reply, ctx } = e.on_request_headers(&h, &req, true) else { panic!("expected 413") };
+    assert_eq!(reply.status, 413);
+    assert_eq!(ctx.deny_code, Some("body_too_large"));
+    assert_eq!(h.counter("body_too_large"), 2);
+
+    // Unlisted content types pass, counted.
+    let mut req = head(&[("authorization", &auth), ("content-type", "application/xml")]);
+    req.body_follows = true;
+    let RequestVerdict::Forward { ctx, .. } = e.on_request_headers(&h, &req, true) else { panic!("expected forward") };
+    assert_eq!(ctx.request_body, None);
+    assert_eq!(h.counter("pii_unlisted_content_type.request"), 1);
 }

@@ -344,7 +344,7 @@ impl Stream {
         EnvoyHost { vm: &self.vm, context_id: self.context_id }
     }
 
-    fn request_head(&self) -> RequestHead {
+    fn request_head(&self, end_of_stream: bool) -> RequestHead {
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         let pseudo = |name: &str| {
             headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
@@ -359,6 +359,7 @@ impl Stream {
             authority: pseudo(":authority"),
             downstream,
             headers,
+            body_follows: !end_of_stream,
         }
     }
 
@@ -374,14 +375,14 @@ impl Stream {
 impl Context for Stream {}
 
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(engine) = self.engine.clone() else {
             // No policy compiled: Envoy should have refused the plugin; refuse the request.
             let _ = send_reply(&internal_error());
             self.replied = true;
             return Action::Pause;
         };
-        let head = self.request_head();
+        let head = self.request_head(end_of_stream);
         let host = self.host();
         let verdict = engine.on_request_headers(&host, &head, true);
         match apply_verdict(&host, verdict) {
@@ -482,11 +483,11 @@ impl HttpContext for Stream {
         for (name, value) in &verdict.edits.set {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
         }
-        if verdict.pause {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        // Never pause here, whatever `verdict.pause` asks: proxy-wasm turns a
+        // paused headers callback into StopAllIterationAndWatermark, so the body
+        // callbacks would never come and the response would hang. The headers
+        // go out now; a body that then cannot be decoded resets the stream.
+        Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
