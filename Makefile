@@ -28,7 +28,7 @@ wasm: targets wasm-opt
 	cargo build --release --lib --target wasm32-wasip1
 	@# binaryen shrinks the module further (size-optimised, same semantics).
 	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt -Oz --strip-debug --strip-producers $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
+	  wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals --strip-debug --strip-producers $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
 	else echo "warning: wasm-opt not found: module left as cargo built it"; fi
 	@ls -l $(WASM) | awk '{print "chatguard.wasm: " $$5 " bytes"}'
 
