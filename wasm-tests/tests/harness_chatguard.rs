@@ -209,3 +209,55 @@ fn a_body_ending_in_trailers_is_still_redacted() {
         .unwrap();
     assert_eq!(String::from_utf8(s.forwarded_request_body()).unwrap(), r#"{"q":"I am <EMAIL_ADDRESS>"}"#);
 }
+
+/// The demo policy trusting the test keys inline (rate limits and audit out,
+/// office hours out so the table does not depend on the clock).
+fn demo_policy() -> serde_json::Value {
+    let mut p: serde_json::Value = serde_json::from_str(include_str!("../../policy/default.json")).unwrap();
+    for k in ["rate_limits", "rate_limit_settings", "lockout", "audit", "pii"] {
+        p.as_object_mut().unwrap().remove(k);
+    }
+    let provider = &mut p["jwt"]["providers"][0];
+    provider.as_object_mut().unwrap().remove("remote_jwks");
+    provider["jwks"] = tokens::jwks(false);
+    for rule in p["rbac"]["rules"].as_array_mut().unwrap() {
+        rule.as_object_mut().unwrap().remove("hours");
+    }
+    p
+}
+
+#[test]
+fn the_demo_rbac_table_holds_in_the_harness() {
+    let Some(plugin) = plugin() else { return };
+    let mut sb = sandbox(&plugin, &demo_policy());
+    let t = |sub: &str, extra: serde_json::Value| keys().rs256.sign(tokens::claims(sub, extra)).unwrap();
+    let employee = t("emma", json!({"roles": ["employee"]}));
+    let hr = t("hannah", json!({"roles": ["hr_specialist"], "amr": ["mfa"]}));
+    let hr_no_mfa = t("henry", json!({"roles": ["hr_specialist"], "amr": ["pwd"]}));
+    let manager = t("maria", json!({"roles": ["sales_manager"], "region": "east"}));
+    let table: Vec<(&str, &str, Option<&str>, u32)> = vec![
+        ("GET", "/api/faq/pricing", None, 200),
+        ("GET", "/api/directory/people", None, 401),
+        ("GET", "/api/directory/people", Some(&employee), 200),
+        ("GET", "/api/hr/records", Some(&employee), 403),
+        ("GET", "/api/hr/records", Some(&hr), 200),
+        ("GET", "/api/hr/records", Some(&hr_no_mfa), 403),
+        ("GET", "/api/sales/east/q3", Some(&manager), 200),
+        ("GET", "/api/sales/west/q3", Some(&manager), 403),
+        ("POST", "/api/chat", Some(&employee), 200),
+        ("GET", "/api/faq/../hr/records", None, 401),
+        ("GET", "/api/faq/..%2Fhr/records", None, 400),
+        ("GET", "/api//hr//records", Some(&hr), 200),
+    ];
+    for (method, path, token, want) in table {
+        let mut req = Request::new(method, path);
+        if let Some(tok) = token {
+            req = req.bearer(tok);
+        }
+        let mut s = sb.http().unwrap();
+        s.send_request(&req).unwrap();
+        let got = s.local_response().map(|r| r.status).unwrap_or(200);
+        assert_eq!(got, want, "{method} {path}");
+        assert_eq!(s.forwarded_request_headers().is_some(), want == 200, "{method} {path}: upstream iff allowed");
+    }
+}
