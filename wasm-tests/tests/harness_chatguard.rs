@@ -3,9 +3,10 @@
 //! the root context, bodies in 5-byte chunks, shared-data CAS, outbound calls),
 //! fast and deterministic. The real Envoy tests complement these.
 
+use jwt_simple::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration as StdDuration, UNIX_EPOCH};
 use wasm_tests::e2e;
 use wasm_tests::harness::{Action, HarnessError, Plugin, Request, Response, Sandbox, SharedData};
 use wasm_tests::tokens::{self, keys};
@@ -81,7 +82,7 @@ fn a_request_waits_for_remote_keys_and_is_resumed_from_the_root_context() {
         assert_eq!(sent.headers, Action::Pause, "parked until keys arrive");
         s.id()
     };
-    sb.advance_ticking(Duration::from_millis(150)).unwrap();
+    sb.advance_ticking(StdDuration::from_millis(150)).unwrap();
     let call = sb.pending_calls().into_iter().find(|c| c.upstream == "idp").expect("JWKS fetch dispatched on tick");
     assert_eq!(call.headers.get(":path"), Some("/.well-known/jwks.json"));
     assert_eq!(call.headers.get(":authority"), Some("idp.example.test"));
@@ -187,9 +188,22 @@ fn audit_batches_go_out_on_tick_to_the_collector_cluster() {
     }}));
     let mut sb = sandbox(&plugin, &policy);
     let token = keys().eddsa.sign(tokens::claims("alice", json!({}))).unwrap();
-    assert_eq!(status_of(&mut sb, &token), 200);
-    sb.advance_ticking(Duration::from_millis(300)).unwrap();
-    let calls: Vec<_> = sb.pending_calls().into_iter().filter(|c| c.upstream == "audit_collector").collect();
+    {
+        // The access record is written when the stream ends (on_log).
+        let mut s = sb.http().unwrap();
+        s.send_request(&Request::get("/api/chat").bearer(&token)).unwrap();
+        s.send_response(&Response::new(200).header("content-type", "text/plain").body("ok")).unwrap();
+        s.finish().unwrap();
+    }
+    sb.advance_ticking(StdDuration::from_millis(300)).unwrap();
+    // Answer each batch so the next one may go; collect everything sent.
+    for _ in 0..3 {
+        for c in sb.pending_calls().into_iter().filter(|c| c.upstream == "audit_collector") {
+            sb.respond_to_call(c.token, 200, &[], b"{}").unwrap();
+        }
+        sb.advance_ticking(StdDuration::from_millis(300)).unwrap();
+    }
+    let calls: Vec<_> = sb.calls().iter().filter(|c| c.upstream == "audit_collector").cloned().collect();
     assert!(!calls.is_empty(), "a batch was sent");
     let body = String::from_utf8(calls.iter().flat_map(|c| c.body.clone()).collect()).unwrap();
     assert!(body.contains("\"kind\":\"config_loaded\""), "{body}");
