@@ -5,7 +5,7 @@
 // through with fetch, pipes the response body through the guard, and sends the
 // calls the guard asks for (remote JWKS, audit batches) with fetch.
 //
-// Bindings: POLICY (JSON text; empty = the compiled-in default policy),
+// Bindings: POLICY (JSON text or object; absent = the compiled-in default policy),
 // ORIGIN (base URL of the guarded service), COLLECTOR_URL (informational: the
 // policy's audit.cluster is the collector's base URL at the edge).
 //
@@ -27,7 +27,10 @@ const MAX_TICK_ROUNDS = 50;
 function getGuard(env) {
   if (guard === null) {
     initSync({ module: wasmModule });
-    guard = new Guard(typeof env.POLICY === "string" ? env.POLICY : "");
+    // A JSON text binding (workerd `text`, wrangler secret) or, from a
+    // wrangler `[vars]` table, an object; absent means the compiled-in default.
+    const policy = env.POLICY == null ? "" : typeof env.POLICY === "string" ? env.POLICY : JSON.stringify(env.POLICY);
+    guard = new Guard(policy);
   }
   return guard;
 }
