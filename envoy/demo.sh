@@ -33,7 +33,8 @@ EXPIRED=$(sign --sub mallory --ttl 1 --now $(( $(date +%s) - 3600 )))
 cat <<MSG
 
 chatguard demo: Envoy on http://127.0.0.1:$LISTEN (admin :$ADMIN), upstream :$UPSTREAM,
-JWKS :$IDP, audit collector :$COLLECTOR (its records are printed below).
+JWKS :$IDP, audit collector :$COLLECTOR: it prints each audit record it receives
+as one "[audit] {...}" JSON line below (watch only those: make run | grep '^\[audit\]').
 
   # a valid token (employee): 200, the upstream sees x-user-id and no token
   curl -s http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EMPLOYEE"

@@ -65,11 +65,44 @@ class Idp(Quiet):
             self.send(200, "application/json", f.read())
 
 
+def otlp_value(v):
+    """An OTLP/JSON AnyValue as plain JSON (int64 travels as a string)."""
+    (kind, x), = v.items()
+    if kind == "intValue":
+        return int(x)
+    if kind == "arrayValue":
+        return [otlp_value(i) for i in x.get("values", [])]
+    if kind == "kvlistValue":
+        return {kv["key"]: otlp_value(kv["value"]) for kv in x.get("values", [])}
+    return x
+
+
+def audit_records(ctype, body):
+    """The records of one batch, flat, in either wire format (audit.format)."""
+    if "ndjson" in ctype:
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+    out = []
+    for rl in json.loads(body).get("resourceLogs", []):
+        for sl in rl.get("scopeLogs", []):
+            for log in sl.get("logRecords", []):
+                rec = {"kind": otlp_value(log["body"])}
+                rec.update({kv["key"]: otlp_value(kv["value"]) for kv in log.get("attributes", [])})
+                out.append(rec)
+    return out
+
+
 class Collector(Quiet):
     def do_POST(self):
         body = self.body()
-        print(f"[collector] {self.path} {len(body)} bytes", flush=True)
-        print(body.decode("utf-8", "replace"), flush=True)
+        ctype = self.headers.get("content-type") or ""
+        try:
+            records = audit_records(ctype, body)
+        except (ValueError, KeyError, AttributeError) as e:
+            print(f"[collector] {self.path}: unreadable batch ({e}): {body[:200]!r}", flush=True)
+            records = []
+        # One line per record, whatever the wire format.
+        for rec in records:
+            print("[audit] " + json.dumps(rec, separators=(",", ":")), flush=True)
         self.send(200, "application/json", b"{}")
 
 

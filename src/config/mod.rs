@@ -124,16 +124,112 @@ impl Policy {
 }
 
 /// Deserialises `bytes` as a `Policy`, naming the field on a schema error.
+///
+/// The document is parsed to a `serde_json::Value` first and the schema is
+/// applied to that: the path-tracking deserializer then wraps the small `Value`
+/// deserializer instead of the byte parser, which keeps the wasm module small.
 fn parse_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let mut tracked = serde_path_to_error::Track::new();
-    let result = Policy::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut tracked));
-    match result.and_then(|p| de.end().map(|_| p)) {
-        Ok(policy) => Ok(policy),
-        Err(err) => {
-            let field = tracked.path().to_string();
-            // serde_json appends "at line L column C": keep it, it helps find the spot.
-            Err(ConfigError::Schema { field, message: err.to_string() })
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|err| ConfigError::Schema { field: ".".into(), message: format!("not valid JSON: {err}") })?;
+    duplicates::check(bytes)?;
+    serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Schema {
+        field: err.path().to_string(),
+        message: err.into_inner().to_string(),
+    })
+}
+
+/// A `Value` keeps the last of two equal keys silently; a policy with a role or
+/// provider written twice is a mistake the operator must hear about.
+mod duplicates {
+    use super::ConfigError;
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+    use std::fmt;
+
+    /// Refuses the first object with a repeated key, naming its path.
+    pub fn check(bytes: &[u8]) -> Result<(), ConfigError> {
+        let mut path = Vec::new();
+        let mut found = None;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let _ = Walk { path: &mut path, found: &mut found }.deserialize(&mut de);
+        match found {
+            Some((field, key)) => Err(ConfigError::Schema { field, message: format!("duplicate key `{key}`") }),
+            None => Ok(()),
+        }
+    }
+
+    struct Walk<'a> {
+        path: &'a mut Vec<String>,
+        found: &'a mut Option<(String, String)>,
+    }
+
+    fn render(path: &[String]) -> String {
+        let mut out = String::new();
+        for seg in path {
+            if !seg.starts_with('[') && !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        if out.is_empty() {
+            out.push('.');
+        }
+        out
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) && self.found.is_none() {
+                    *self.found = Some((render(self.path), key.clone()));
+                }
+                self.path.push(key);
+                map.next_value_seed(Walk { path: self.path, found: self.found })?;
+                self.path.pop();
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            loop {
+                self.path.push(format!("[{i}]"));
+                let more = seq.next_element_seed(Walk { path: self.path, found: self.found })?;
+                self.path.pop();
+                if more.is_none() {
+                    return Ok(());
+                }
+                i += 1;
+            }
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
         }
     }
 }

@@ -162,7 +162,7 @@ fn broken_default_policy_fails_the_build_step_naming_the_culprit() {
     assert!(static_tables_for_policy(original.to_string().as_bytes()).unwrap().contains("DEFAULT_ROLE_BITS"));
     type Breaker = fn(&mut Value);
     let breakers: Vec<(&str, &str, Breaker)> = vec![
-        ("rbac.roles.public.inherits[0]", "inheritance cycle: public -> admin -> public", |p| {
+        ("rbac.roles.admin.inherits[0]", "inheritance cycle: admin -> public -> admin", |p| {
             p["rbac"]["roles"]["public"]["inherits"] = json!(["admin"]);
             p["rbac"]["roles"]["admin"]["inherits"] = json!(["public"]);
         }),
