@@ -10,13 +10,21 @@ ENVOY_VER   := 1.40.0
 ENVOY       := $(TOOLS)/envoy-$(ENVOY_VER)/envoy/_bin/envoy
 WASM        := $(ROOT)/target/wasm32-wasip1/release/chatguard.wasm
 CLI         := $(ROOT)/target/release/chatguard
+# Edge build: the wasm-bindgen CLI must be the exact version of the crate in Cargo.lock.
+WBG_VER     := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
+WASM_BINDGEN := $(TOOLS)/wasm-bindgen-$(WBG_VER)/bin/wasm-bindgen
+WORKERD_VER := 1.20261117.1
+WORKERD     := $(TOOLS)/workerd-$(WORKERD_VER)/node_modules/@cloudflare/workerd-linux-64/bin/workerd
+EDGE_WASM   := $(ROOT)/target/wasm32-unknown-unknown/release/chatguard.wasm
+EDGE_PKG    := $(ROOT)/edge/pkg
 PYTHON      ?= python3
 
 export CHATGUARD_WASM := $(WASM)
 export CHATGUARD_CLI  := $(CLI)
 export ENVOY_BIN      := $(ENVOY)
+export WORKERD_BIN    := $(WORKERD)
 
-.PHONY: wasm-opt build wasm cli tools targets envoy test test-unit test-wasm run bench wrk clean-tools size
+.PHONY: wasm-opt build wasm cli edge wasm-bindgen workerd edge-tools test-edge tools targets envoy test test-unit test-wasm run bench wrk clean-tools size
 
 build: wasm cli
 
@@ -48,7 +56,38 @@ $(ENVOY):
 	chmod +x $(ENVOY)
 	$(ENVOY) --version
 
+# The edge build: wasm32-unknown-unknown + wasm-bindgen, an ES module package
+# in edge/pkg (chatguard.js glue + chatguard_bg.wasm) that workerd imports.
+# `strip` is lowered to debuginfo: stripping symbols also drops the
+# target_features section wasm-bindgen reads (reference types).
+edge: targets $(WASM_BINDGEN)
+	CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --lib --target wasm32-unknown-unknown --no-default-features --features edge
+	$(WASM_BINDGEN) --target web --out-dir $(EDGE_PKG) --out-name chatguard --remove-name-section --remove-producers-section $(EDGE_WASM)
+	@raw=$$(stat -c %s $(EDGE_PKG)/chatguard_bg.wasm); gz=$$(gzip -9 -c $(EDGE_PKG)/chatguard_bg.wasm | wc -c); \
+	  echo "edge/pkg/chatguard_bg.wasm: $$raw bytes, $$gz bytes gzip -9"
+
+# `--locked` first; a registry mirror missing one of the CLI's locked
+# dependencies falls back to a fresh resolution of the same CLI version.
+wasm-bindgen: $(WASM_BINDGEN)
+$(WASM_BINDGEN):
+	@test -n "$(WBG_VER)" || { echo "no wasm-bindgen in Cargo.lock"; exit 1; }
+	cargo install wasm-bindgen-cli --version $(WBG_VER) --locked --root $(TOOLS)/wasm-bindgen-$(WBG_VER) \
+	  || cargo install wasm-bindgen-cli --version $(WBG_VER) --root $(TOOLS)/wasm-bindgen-$(WBG_VER)
+	$(WASM_BINDGEN) --version
+
+# workerd (Cloudflare's open-source Workers runtime), from npm.
+workerd: $(WORKERD)
+$(WORKERD):
+	npm install --no-audit --no-fund --prefix $(TOOLS)/workerd-$(WORKERD_VER) workerd@$(WORKERD_VER)
+	$(WORKERD) --version
+
 tools: targets envoy
+
+# The edge build and its runtime (not yet part of `make test`: see README).
+edge-tools: workerd wasm-bindgen
+
+test-edge: tools build edge-tools edge
+	cargo test -p wasm-tests --features edge-e2e --test workerd_e2e -- --test-threads=2
 
 test: tools build test-unit test-wasm
 
@@ -61,8 +100,8 @@ test-unit:
 test-wasm: tools build
 	cargo test -p wasm-tests -- --test-threads=2
 
-size: wasm
-	@ls -l $(WASM)
+size: wasm edge
+	@ls -l $(WASM) $(EDGE_PKG)/chatguard_bg.wasm
 
 run: tools build
 	$(ROOT)/envoy/demo.sh

@@ -576,6 +576,12 @@ impl Engine {
         self.audit.as_ref().map(|a| a.borrow().tick_period_ms())
     }
 
+    /// Queue figures of the audit stage, if configured (the edge worker keeps
+    /// ticking while records are pending, having no timer of its own).
+    pub fn audit_stats(&self) -> Option<audit::AuditStats> {
+        self.audit.as_ref().map(|a| a.borrow().stats())
+    }
+
     /// Whether an outbound call id belongs to the audit shipper.
     pub fn is_audit_call(&self, call_id: u32) -> bool {
         self.audit.as_ref().is_some_and(|a| a.borrow().is_own_call(call_id))

@@ -14,6 +14,8 @@ pub mod envoy;
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]
 pub mod edge;
 
+pub mod isolate;
+
 /// Severity of a log line, mapped onto the host's own levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {

@@ -23,6 +23,7 @@ mod jwks;
 mod server;
 mod upstream;
 mod wire;
+mod workerd;
 
 pub use collector::{Collector, CollectorMode};
 pub use config::{EnvoyConfig, JwksSource, NativeBaseline};
@@ -30,6 +31,7 @@ pub use envoy::{Envoy, StartError};
 pub use jwks::{JwksServer, DEFAULT_JWKS_PATH};
 pub use server::{Received, Reply};
 pub use upstream::Upstream;
+pub use workerd::{Workerd, WorkerdConfig};
 
 use std::path::PathBuf;
 
@@ -51,6 +53,53 @@ pub fn chatguard_wasm() -> Option<PathBuf> {
     match std::env::var_os("CHATGUARD_WASM") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => Some(workspace_root().join("target/wasm32-wasip1/release/chatguard.wasm")).filter(|p| p.is_file()),
+    }
+}
+
+/// The workerd binary: `$WORKERD_BIN`, else the one `make workerd` installs, if present.
+pub fn workerd_bin() -> Option<PathBuf> {
+    match std::env::var_os("WORKERD_BIN") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            let tools = workspace_root().join(".tools");
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&tools)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("workerd-"))
+                .map(|e| e.path().join("node_modules/@cloudflare/workerd-linux-64/bin/workerd"))
+                .filter(|p| p.is_file())
+                .collect();
+            found.sort();
+            found.pop()
+        }
+    }
+}
+
+/// The edge worker's sources (`edge/`: worker.js, config.capnp).
+pub fn edge_dir() -> PathBuf {
+    workspace_root().join("edge")
+}
+
+/// The wasm-bindgen package `make edge` builds (`$CHATGUARD_EDGE_PKG` or edge/pkg), if present.
+pub fn edge_pkg() -> Option<PathBuf> {
+    let dir = match std::env::var_os("CHATGUARD_EDGE_PKG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => edge_dir().join("pkg"),
+    };
+    let dir = dir.canonicalize().ok()?;
+    dir.join("chatguard_bg.wasm").is_file().then_some(dir)
+}
+
+/// True (after printing why) when workerd or the edge package is missing and
+/// the test should return early. Under CI it fails instead.
+pub fn skip_without_workerd(test: &str) -> bool {
+    if workerd_bin().is_none() {
+        return skip(test, "WORKERD_BIN is not set and `make workerd` has not run");
+    }
+    match edge_pkg() {
+        Some(_) => false,
+        None => skip(test, "edge/pkg is missing: run `make edge`"),
     }
 }
 
