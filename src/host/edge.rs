@@ -113,7 +113,11 @@ impl Guard {
         may_wait: bool,
     ) -> Result<JsValue, JsError> {
         let (authority, path) = isolate::split_url(url).ok_or_else(|| JsError::new("onRequest: url is not absolute"))?;
+        // The worker cannot know yet whether a body follows; assume one may for
+        // methods that carry bodies (an empty body is then simply inspected).
+        let body_follows = !matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
         let head = RequestHead {
+            body_follows,
             method: method.to_ascii_uppercase(),
             path,
             authority,

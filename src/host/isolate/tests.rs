@@ -95,6 +95,7 @@ fn exchange(engine: &Engine, host: &IsolateHost, headers: &[(&str, &str)]) -> Ex
         authority: "chat.example.test".into(),
         headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         downstream: Some("192.0.2.1".into()),
+        body_follows: true,
     };
     match engine.on_request_headers(host, &head, true) {
         RequestVerdict::Forward { ctx, .. } => Exchange::new(ctx),
