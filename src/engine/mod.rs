@@ -264,7 +264,7 @@ impl Engine {
             Err(e) => {
                 host.count("bad_path", 1);
                 host.log(LogLevel::Info, &format!("refused path: {} request_id={}", e.as_str(), request_id.unwrap_or("-")));
-                return self.refuse(host, head, ctx, reply::bad_path(e.as_str(), request_id), e.as_str());
+                return Self::refuse(ctx, reply::bad_path(e.as_str(), request_id), e.as_str());
             }
         };
         ctx.client_ip = client_ip(head.downstream.as_deref(), head.header("x-forwarded-for"), self.xff_trusted_hops);
@@ -285,9 +285,9 @@ impl Engine {
                 Ok(LockState::Open) => {}
                 Ok(LockState::Locked { retry_after_secs }) => {
                     host.count("locked_out", 1);
-                    return self.refuse(host, head, ctx, reply::locked_out(retry_after_secs, request_id), "locked_out");
+                    return Self::refuse(ctx, reply::locked_out(retry_after_secs, request_id), "locked_out");
                 }
-                Err(f) => return self.refuse(host, head, ctx, reply::unavailable(f.status(), request_id), "state_unavailable"),
+                Err(f) => return Self::refuse(ctx, reply::unavailable(f.status(), request_id), "state_unavailable"),
             }
         }
 
@@ -367,7 +367,7 @@ impl Engine {
                     return self.deny_authn(host, head, ctx, AuthnFailure::Missing);
                 } else {
                     host.count("authz_denied", 1);
-                    return self.refuse(host, head, ctx, reply::forbidden(reason, request_id), reason.as_str());
+                    return Self::refuse(ctx, reply::forbidden(reason, request_id), reason.as_str());
                 }
             }
             if let Some(pii) = &self.pii {
@@ -407,12 +407,12 @@ impl Engine {
                     );
                     if !shadow {
                         host.count("rate_limited", 1);
-                        return self.refuse(host, head, ctx, reply::rate_limited(&limit, headers, request_id), "rate_limited");
+                        return Self::refuse(ctx, reply::rate_limited(&limit, headers, request_id), "rate_limited");
                     }
                 }
                 RateOutcome::StoreFailed(f) => {
                     host.log(LogLevel::Warn, &format!("rate limit state unavailable: {f}; refusing"));
-                    return self.refuse(host, head, ctx, reply::unavailable(f.status(), request_id), "state_unavailable");
+                    return Self::refuse(ctx, reply::unavailable(f.status(), request_id), "state_unavailable");
                 }
             }
         }
@@ -424,7 +424,7 @@ impl Engine {
             } else {
                 "uninspectable_body"
             };
-            return self.refuse(host, head, ctx, reply, code);
+            return Self::refuse(ctx, reply, code);
         }
         RequestVerdict::Forward { edits, ctx }
     }
@@ -461,10 +461,10 @@ impl Engine {
         None
     }
 
-    fn refuse(&self, host: &dyn Host, _head: &RequestHead, mut ctx: RequestContext, reply: LocalReply, code: &'static str) -> RequestVerdict {
+    /// A local reply; the status and code go to the access record at `on_log`.
+    fn refuse(mut ctx: RequestContext, reply: LocalReply, code: &'static str) -> RequestVerdict {
         ctx.local_status = Some(reply.status);
         ctx.deny_code = Some(code);
-        let _ = host;
         RequestVerdict::Respond { reply, ctx }
     }
 
@@ -510,7 +510,7 @@ impl Engine {
         }
         ctx.authn_failure = Some(reason);
         let reply = unauthorized(reason, head.request_id());
-        self.refuse(host, head, ctx, reply, reason.code())
+        Self::refuse(ctx, reply, reason.code())
     }
 
     fn add_claim_headers(&self, token: &VerifiedToken, edits: &mut HeaderEdits) {
