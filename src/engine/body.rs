@@ -56,18 +56,28 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 impl Engine {
-    /// Request body: `body` is everything received so far.
-    pub fn on_request_body(&self, host: &dyn Host, ctx: &mut RequestContext, body: &[u8], end_of_stream: bool) -> BodyAction {
-        let (Some(kind), Some(pii)) = (ctx.request_body, &self.pii) else { return BodyAction::Continue };
-        if body.len() > pii.redactor.max_body_bytes() {
+    /// The request body's verdict when its size alone decides it: not
+    /// inspected, over `max_body_bytes` (413), or still arriving (buffer).
+    /// Hosts that accumulate the body for the filter (Envoy) ask this before
+    /// reading any bytes: copying everything so far on every chunk would make
+    /// a body of n chunks cost O(n²).
+    pub fn request_body_by_size(&self, host: &dyn Host, ctx: &mut RequestContext, size: usize, end_of_stream: bool) -> Option<BodyAction> {
+        let (Some(_), Some(pii)) = (ctx.request_body, &self.pii) else { return Some(BodyAction::Continue) };
+        if size > pii.redactor.max_body_bytes() {
             host.count("body_too_large", 1);
             ctx.local_status = Some(413);
             ctx.deny_code = Some("body_too_large");
-            return BodyAction::Reply(reply::too_large(None));
+            return Some(BodyAction::Reply(reply::too_large(None)));
         }
-        if !end_of_stream {
-            return BodyAction::Buffer;
+        (!end_of_stream).then_some(BodyAction::Buffer)
+    }
+
+    /// Request body: `body` is everything received so far.
+    pub fn on_request_body(&self, host: &dyn Host, ctx: &mut RequestContext, body: &[u8], end_of_stream: bool) -> BodyAction {
+        if let Some(action) = self.request_body_by_size(host, ctx, body.len(), end_of_stream) {
+            return action;
         }
+        let (Some(kind), Some(pii)) = (ctx.request_body, &self.pii) else { return BodyAction::Continue };
         let mut findings = Findings::new();
         let out = pii.redactor.redact_unbounded(body, kind, &mut findings);
         self.count_findings(host, &findings, "request");
@@ -94,7 +104,7 @@ impl Engine {
         let is_json = crate::pii::content::classify(content_type, &["application/json".into(), "application/*".into()]) == BodyKind::Json;
         let fields = ctx.response_fields.is_some() && is_json;
         let kind = if fields && kind == BodyKind::Other { BodyKind::Json } else { kind };
-        let tokens = self.rate.charges_response_tokens() && ctx.token.is_some();
+        let tokens = self.charges_tokens(ctx);
         let encoding = header(headers, "content-encoding")
             .filter(|e| !e.eq_ignore_ascii_case("identity"))
             .map(str::to_ascii_lowercase);
@@ -124,10 +134,23 @@ impl Engine {
         }
     }
 
+    /// The response body's verdict when no bytes are needed to decide it: not
+    /// inspected, or buffered and still arriving within `max_body_bytes`. Like
+    /// [`Engine::request_body_by_size`], asked before reading the bytes.
+    pub fn response_body_by_size(&self, ctx: &RequestContext, size: usize, end_of_stream: bool) -> Option<BodyAction> {
+        let max = self.pii.as_ref().map(|p| p.redactor.max_body_bytes()).unwrap_or(usize::MAX);
+        match &ctx.response {
+            ResponsePlan::Pass => Some(BodyAction::Continue),
+            ResponsePlan::Buffer { .. } if !end_of_stream && size <= max => Some(BodyAction::Buffer),
+            _ => None,
+        }
+    }
+
     /// Response body: `data` is the new chunk when streaming, everything so far
     /// when buffering (the host accumulates while told to [`BodyAction::Buffer`]).
     pub fn on_response_body(&self, host: &dyn Host, ctx: &mut RequestContext, data: &[u8], end_of_stream: bool) -> BodyAction {
         let max = self.pii.as_ref().map(|p| p.redactor.max_body_bytes()).unwrap_or(usize::MAX);
+        let charges = self.charges_tokens(ctx);
         match &mut ctx.response {
             ResponsePlan::Pass => BodyAction::Continue,
             ResponsePlan::Tap { tail } => {
@@ -148,9 +171,11 @@ impl Engine {
                     self.count_findings(host, &findings, "response");
                     ctx.response_findings.merge(&findings);
                 }
-                keep_tail(tail, &out);
-                if end_of_stream {
-                    ctx.response_tokens = total_tokens(tail);
+                if charges {
+                    keep_tail(tail, &out);
+                    if end_of_stream {
+                        ctx.response_tokens = total_tokens(tail);
+                    }
                 }
                 BodyAction::Replace(out)
             }
@@ -183,14 +208,11 @@ impl Engine {
                         }
                     }
                 }
-                let mut out = body.to_vec();
-                if fields {
-                    if let Some(filter) = &ctx.response_fields {
-                        if let Ok(filtered) = filter.apply(&out) {
-                            out = filtered.body;
-                        }
-                    }
-                }
+                let filtered = match (&ctx.response_fields, fields) {
+                    (Some(filter), true) => filter.apply(body).ok().map(|f| f.body),
+                    _ => None,
+                };
+                let mut out = filtered.unwrap_or_else(|| body.to_vec());
                 if redact {
                     if let Some(p) = &self.pii {
                         let mut findings = Findings::new();
@@ -199,10 +221,21 @@ impl Engine {
                         ctx.response_findings.merge(&findings);
                     }
                 }
-                ctx.response_tokens = usage_in_json(&out).or_else(|| total_tokens(&out));
+                if charges {
+                    // A JSON body is parsed for `usage`; anything else (or JSON
+                    // that does not parse) is searched near its end, as a stream is.
+                    let json = if kind == BodyKind::Json { usage_in_json(&out) } else { None };
+                    ctx.response_tokens = json.or_else(|| total_tokens(out.get(out.len().saturating_sub(TOKEN_TAIL)..).unwrap_or(&[])));
+                }
                 BodyAction::Replace(out)
             }
         }
+    }
+
+    /// Whether this response's LLM token usage is charged to a rate bucket
+    /// (only then is the body searched for `usage.total_tokens`).
+    fn charges_tokens(&self, ctx: &RequestContext) -> bool {
+        self.rate.charges_response_tokens() && ctx.token.is_some()
     }
 
     fn count_findings(&self, host: &dyn Host, findings: &Findings, direction: &str) {

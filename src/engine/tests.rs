@@ -167,3 +167,36 @@ fn a_body_without_content_length_is_still_inspected_and_bounded() {
     assert_eq!(ctx.request_body, None);
     assert_eq!(h.counter("pii_unlisted_content_type.request"), 1);
 }
+
+#[test]
+fn buffered_bodies_are_decided_by_size_until_their_end() {
+    // Envoy hands the filter everything buffered so far on every chunk; the
+    // host reads the bytes only when these say the size alone cannot decide.
+    let e = pii_engine();
+    let h = host();
+    let token = keys().rsa.sign(claims()).unwrap();
+    let auth = format!("Bearer {token}");
+    let mut req = head(&[("authorization", &auth), ("content-type", "text/plain")]);
+    req.method = "POST".into();
+    req.body_follows = true;
+    let RequestVerdict::Forward { mut ctx, .. } = e.on_request_headers(&h, &req, true) else { panic!("expected forward") };
+    assert_eq!(e.request_body_by_size(&h, &mut ctx, 10, false), Some(BodyAction::Buffer));
+    assert_eq!(e.request_body_by_size(&h, &mut ctx, 64, false), Some(BodyAction::Buffer));
+    assert_eq!(e.request_body_by_size(&h, &mut ctx, 64, true), None, "the end needs the bytes");
+    assert!(matches!(e.request_body_by_size(&h, &mut ctx, 65, false), Some(BodyAction::Reply(r)) if r.status == 413));
+    assert_eq!(h.counter("body_too_large"), 1);
+
+    let mut ctx = RequestContext::default();
+    assert_eq!(e.request_body_by_size(&h, &mut ctx, 1 << 20, false), Some(BodyAction::Continue), "not inspected");
+    assert_eq!(e.response_body_by_size(&ctx, 1 << 20, false), Some(BodyAction::Continue), "no plan: passes");
+    let headers = [("content-type".to_string(), "text/plain".to_string())];
+    e.on_response_headers(&h, &mut ctx, &headers);
+    assert!(matches!(ctx.response, ResponsePlan::Buffer { .. }));
+    assert_eq!(e.response_body_by_size(&ctx, 64, false), Some(BodyAction::Buffer));
+    assert_eq!(e.response_body_by_size(&ctx, 64, true), None);
+    assert_eq!(e.response_body_by_size(&ctx, 65, false), None, "over the limit: streamed, needs the bytes");
+    let sse = [("content-type".to_string(), "text/event-stream".to_string())];
+    let mut ctx = RequestContext::default();
+    e.on_response_headers(&h, &mut ctx, &sse);
+    assert_eq!(e.response_body_by_size(&ctx, 10, false), None, "a stream reads every chunk");
+}

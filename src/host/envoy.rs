@@ -13,7 +13,7 @@ use crate::engine::{BodyAction, Engine, HeaderEdits, LocalReply, RequestContext,
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -51,6 +51,17 @@ struct Vm {
     resolved: RefCell<HashMap<u32, RequestContext>>,
     /// Outstanding JWKS fetches: call token -> provider.
     jwks_calls: RefCell<HashMap<u32, usize>>,
+    /// Shared-data reads and writes since the VM started, and how many of
+    /// them the metrics already show. Counted here and flushed on tick: a
+    /// metric host call per shared-data call would double the stage's cost.
+    store_calls: Cell<StoreCalls>,
+    store_flushed: Cell<StoreCalls>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct StoreCalls {
+    reads: u64,
+    writes: u64,
 }
 
 /// [`Host`] over proxy-wasm host calls, for one context.
@@ -81,6 +92,9 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        let mut calls = self.vm.store_calls.get();
+        calls.reads += 1;
+        self.vm.store_calls.set(calls);
         match hostcalls::get_shared_data(key) {
             Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
             Ok((Some(value), None)) => Ok(Some((value, 0))),
@@ -91,6 +105,9 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<Cas>) -> Result<(), StoreError> {
+        let mut calls = self.vm.store_calls.get();
+        calls.writes += 1;
+        self.vm.store_calls.set(calls);
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
@@ -164,6 +181,20 @@ impl Root {
 
     fn engine(&self) -> Option<Rc<Engine>> {
         self.vm.engine.borrow().clone()
+    }
+
+    /// Moves the shared-data call counts into the `shared_data.reads` /
+    /// `shared_data.writes` counters (what `make bench` divides by requests).
+    fn flush_store_calls(&self) {
+        let (now, before) = (self.vm.store_calls.get(), self.vm.store_flushed.get());
+        let host = self.host();
+        if now.reads > before.reads {
+            host.count("shared_data.reads", now.reads - before.reads);
+        }
+        if now.writes > before.writes {
+            host.count("shared_data.writes", now.writes - before.writes);
+        }
+        self.vm.store_flushed.set(now);
     }
 
     fn send_due_jwks_fetches(&self, engine: &Engine) {
@@ -307,6 +338,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(engine) = self.engine() else { return };
+        self.flush_store_calls();
         engine.on_tick(&self.host());
         self.send_due_jwks_fetches(&engine);
         if !self.vm.parked.borrow().is_empty() {
@@ -414,6 +446,10 @@ impl HttpContext for Stream {
             self.ctx = Some(ctx);
             return Action::Continue;
         }
+        if let Some(action) = engine.request_body_by_size(&self.host(), &mut ctx, body_size, end_of_stream) {
+            self.ctx = Some(ctx);
+            return self.apply_body_action(BufferType::HttpRequestBody, body_size, action);
+        }
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
         let action = engine.on_request_body(&self.host(), &mut ctx, &body, end_of_stream);
         self.ctx = Some(ctx);
@@ -495,9 +531,9 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let (Some(engine), Some(mut ctx)) = (self.engine.clone(), self.ctx.take()) else { return Action::Continue };
-        if matches!(ctx.response, crate::engine::ResponsePlan::Pass) {
+        if let Some(action) = engine.response_body_by_size(&ctx, body_size, end_of_stream) {
             self.ctx = Some(ctx);
-            return Action::Continue;
+            return self.apply_body_action(BufferType::HttpResponseBody, body_size, action);
         }
         let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
         let action = engine.on_response_body(&self.host(), &mut ctx, &body, end_of_stream);

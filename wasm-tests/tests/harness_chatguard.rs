@@ -160,6 +160,29 @@ fn cas_mismatches_are_retried_then_fail_closed() {
 }
 
 #[test]
+fn shared_data_calls_per_request_are_counted_on_tick() {
+    // The fast path's budget (issue 5): one read and one write per bucket, one
+    // read for the lockout check; counted in the VM and flushed on tick (Envoy
+    // shows them as `wasmcustom.chatguard.shared_data.*`).
+    let Some(plugin) = plugin() else { return };
+    let policy = inline_policy(json!({
+        "rate_limits": [
+            {"name": "per-user", "key": "subject", "capacity": 100, "refill_per_minute": 60},
+            {"name": "per-ip", "key": "client_ip", "capacity": 100, "refill_per_minute": 60}],
+        "lockout": {"max_failures": 5, "window_seconds": 300, "lock_seconds": 900, "key": "client_ip"}
+    }));
+    let mut sb = sandbox(&plugin, &policy);
+    let token = tokens::rs256("alice", &[]);
+    for _ in 0..10 {
+        assert_eq!(status_of(&mut sb, &token), 200);
+    }
+    assert_eq!(sb.metric("chatguard.shared_data.reads"), None, "not flushed before the tick");
+    sb.advance_ticking(StdDuration::from_millis(250)).unwrap();
+    assert_eq!(sb.metric("chatguard.shared_data.reads"), Some(30), "2 buckets + lockout, x10");
+    assert_eq!(sb.metric("chatguard.shared_data.writes"), Some(20), "2 buckets, x10");
+}
+
+#[test]
 fn two_workers_share_one_bucket() {
     let Some(plugin) = plugin() else { return };
     let shared = SharedData::default();
