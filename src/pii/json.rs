@@ -51,7 +51,7 @@ impl JsonStream {
                     j = 1;
                 }
                 let mut close = None;
-                while let Some(off) = rest.get(j..).and_then(|r| r.iter().position(|&c| c == b'"' || c == b'\\')) {
+                while let Some(off) = rest.get(j..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
                     j += off;
                     if rest.get(j) == Some(&b'\\') {
                         if j + 1 >= rest.len() {
@@ -162,7 +162,7 @@ impl JsonStream {
 
     /// Redacts one piece of a string value.
     fn value(&mut self, eng: &Compiled, raw: &[u8], out: &mut Vec<u8>, f: &mut Findings) {
-        if !raw.contains(&b'\\') {
+        if memchr::memchr(b'\\', raw).is_none() {
             // Replacements and masks need no escaping: scan in place.
             redact_text(eng, raw, 0, true, &mut ScanState::default(), out, f);
             return;
@@ -185,35 +185,44 @@ impl JsonStream {
 }
 
 /// The largest offset <= `cap` that splits neither an escape (a surrogate pair
-/// counts as one) nor a UTF-8 sequence.
+/// counts as one) nor a UTF-8 sequence; `cap` itself when no such offset is
+/// above zero. Reads at most 12 bytes past `cap`, so the streamed and the
+/// whole-body passes cut at the same offsets.
 pub(crate) fn safe_cut(raw: &[u8], cap: usize) -> usize {
+    let cap = cap.min(raw.len());
+    // Escapes are found by jumping from backslash to backslash (memchr): the
+    // plain bytes between them need no look at all.
     let mut i = 0;
-    while i < raw.len() {
-        let c = raw.get(i).copied().unwrap_or(0);
-        let unit = if c == b'\\' {
-            if raw.get(i + 1) == Some(&b'u') {
-                let high = raw.get(i + 2..i + 6).and_then(hex4).is_some_and(|v| (0xD800..0xDC00).contains(&v));
-                if high && raw.get(i + 6..i + 8) == Some(&b"\\u"[..]) { 12 } else { 6 }
-            } else {
-                2
-            }
-        } else {
-            utf8_len(c)
-        };
-        if i + unit > cap {
-            break;
+    while let Some(off) = raw.get(i..cap).and_then(|r| memchr::memchr(b'\\', r)) {
+        let at = i + off;
+        let end = at + escape_len(raw, at);
+        if end > cap {
+            return if at == 0 { cap } else { at };
         }
-        i += unit;
+        i = end;
     }
-    if i == 0 { cap.min(raw.len()) } else { i }
+    // Back off from `cap` to the start of the character it falls in.
+    let mut cut = cap;
+    while cut > i && cut + 4 > cap && raw.get(cut).is_some_and(|&c| (0x80..0xC0).contains(&c)) {
+        cut -= 1;
+    }
+    if raw.get(cut).is_some_and(|&c| (0x80..0xC0).contains(&c)) || cut == 0 {
+        cap
+    } else {
+        cut
+    }
 }
 
-fn utf8_len(c: u8) -> usize {
-    match c {
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF7 => 4,
-        _ => 1,
+/// Length of the escape starting at the backslash at `at`.
+fn escape_len(raw: &[u8], at: usize) -> usize {
+    if raw.get(at + 1) != Some(&b'u') {
+        return 2;
+    }
+    let high = raw.get(at + 2..at + 6).and_then(hex4).is_some_and(|v| (0xD800..0xDC00).contains(&v));
+    if high && raw.get(at + 6..at + 8) == Some(&b"\\u"[..]) {
+        12
+    } else {
+        6
     }
 }
 
@@ -230,9 +239,7 @@ pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let mut i = 0;
     while i < raw.len() {
         let start = i;
-        while i < raw.len() && raw.get(i) != Some(&b'\\') {
-            i += 1;
-        }
+        i += raw.get(i..).and_then(|r| memchr::memchr(b'\\', r)).unwrap_or(raw.len() - i);
         out.extend_from_slice(raw.get(start..i)?);
         if i >= raw.len() {
             break;

@@ -307,3 +307,44 @@ fn first_half_of_a_split_value_is_never_released_and_holdback_is_bounded() {
     }
     assert!(!String::from_utf8_lossy(&out).contains("QUJD"));
 }
+
+#[test]
+fn long_json_values_are_cut_where_no_escape_or_character_is_split() {
+    use super::json::safe_cut;
+    assert_eq!(safe_cut(b"abcdefgh", 4), 4);
+    assert_eq!(safe_cut(br"ab\ncd", 3), 2, "before a two-byte escape");
+    assert_eq!(safe_cut(br"ab\u0041cd", 5), 2, "before a \\u escape");
+    assert_eq!(safe_cut(br"ab\ud83d\ude00cd", 9), 2, "a surrogate pair is one unit");
+    assert_eq!(safe_cut(br"ab\\ncd", 4), 4, "an escaped backslash ends at 4: the n is plain");
+    assert_eq!(safe_cut("abé".as_bytes(), 3), 2, "before a two-byte character");
+    assert_eq!(safe_cut("a€b".as_bytes(), 3), 1, "before a three-byte character");
+    assert_eq!(safe_cut(br"\u0041", 3), 3, "nothing above zero: the cap");
+}
+
+#[test]
+fn json_values_longer_than_a_piece_stream_like_the_whole() {
+    // Values over SEGMENT_CAP are redacted in pieces; the cuts must fall at the
+    // same offsets whatever the chunking. Escapes, multi-byte characters and
+    // PII are placed around the 64 KiB boundaries.
+    let r = redactor();
+    let cap = super::stream::SEGMENT_CAP;
+    let mut v = String::new();
+    let fillers = ["plain words here ", "caf\u{e9} \u{20ac}5 ", r"line\nbreak \u00e9 ", r#"\ud83d\ude00 quote\" "#, "mail jane@example.com "];
+    let mut i = 0;
+    while v.len() < 2 * cap + 5000 {
+        v.push_str(fillers[i % fillers.len()]);
+        i += 1;
+    }
+    let body = format!(r#"{{"messages":[{{"role":"user","content":"{v}"}}],"n":1}}"#);
+    let b = body.as_bytes();
+    let mut wf = Findings::new();
+    let whole = r.redact_unbounded(b, BodyKind::Json, &mut wf);
+    assert!(serde_json::from_slice::<serde_json::Value>(&whole).is_ok(), "still JSON");
+    assert!(wf.count(Entity::EmailAddress) > 1000);
+    for size in [1usize, 7, 4093, 16 * 1024, cap - 1, cap + 13] {
+        let cuts: Vec<usize> = (1..b.len()).step_by(size).skip(1).collect();
+        let (out, f) = streamed(&r, b, BodyKind::Json, &cuts);
+        assert!(out == whole, "chunks of {size}: streamed output differs");
+        assert_eq!(f, wf, "chunks of {size}");
+    }
+}
