@@ -88,7 +88,62 @@ done
 echo; cat "$RESULTS"
 echo; echo "(wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s; Envoy --concurrency 1; logs in $OUT)"
 
+# The rate stage inside Envoy (issue 5): tokenless requests keyed on the client
+# IP, so only the stage differs. Envoy's native local_ratelimit alone; chatguard
+# with an empty policy (the pipeline without the stage); with one bucket; with
+# three buckets and the lockout check. Buckets are large enough never to deny.
+# Shared-data calls per request come from chatguard's own counters
+# (`shared_data.reads|writes`, flushed on the 100 ms tick) over wrk's request count.
+echo '{}' > "$OUT/rate-none.json"
+echo '{"rate_limits":[{"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000}]}' > "$OUT/rate-one.json"
+cat > "$OUT/rate-three.json" <<'JSON'
+{"rate_limits":[
+  {"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000},
+  {"name":"per-tenant","key":"header:x-tenant","capacity":1000000000,"refill_per_minute":1000000000},
+  {"name":"per-ip-burst","key":"client_ip","capacity":999999999,"refill_per_minute":1000000000}],
+ "lockout":{"max_failures":5,"window_seconds":300,"lock_seconds":900,"key":"client_ip"}}
+JSON
+stat_of() { curl -s "http://127.0.0.1:$ADMIN/stats?filter=$1" | awk -F': ' -v n="$1" '$1 ~ n {print $2; f=1} END {if (!f) print 0}' | head -1; }
+RATE="$OUT/rate.md"
+echo "| setup | req/s | p50 | p99 | ratio vs native local_ratelimit | shared-data reads/req | writes/req |" > "$RATE"
+echo "|---|---|---|---|---|---|---|" >> "$RATE"
+declare -A RRPS
+for setup in native-ratelimit chatguard-none chatguard-one chatguard-three; do
+  case $setup in
+    native-ratelimit) start_envoy native-ratelimit admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP ;;
+    chatguard-*) start_envoy chatguard admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/rate-${setup#chatguard-}.json" ;;
+  esac
+  wait_ready $ADMIN
+  curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat"
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat" >/dev/null # warm-up
+  sleep 0.3
+  r0=$(stat_of shared_data.reads); w0=$(stat_of shared_data.writes)
+  log="$OUT/wrk-rate-$setup.txt"
+  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat" > "$log"
+  sleep 0.3
+  r1=$(stat_of shared_data.reads); w1=$(stat_of shared_data.writes)
+  total=$(awk '/requests in/ {print $1}' "$log")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
+  [ -n "$non2xx" ] && echo "warning: $setup had $non2xx non-2xx responses (see $log)" >&2
+  RRPS[$setup]=$(awk '/Requests\/sec/ {print int($2)}' "$log")
+  per() { [ "$setup" = native-ratelimit ] && { echo "-"; return; }; python3 -c "print(f'{($2-$1)/max($3,1):.2f}')"; }
+  echo "| $setup | ${RRPS[$setup]} | $(awk '$1=="50%" {print $2}' "$log") | $(awk '$1=="99%" {print $2}' "$log") | @$setup@ | $(per "$r0" "$r1" "$total") | $(per "$w0" "$w1" "$total") |" >> "$RATE"
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+  sleep 1
+done
+for key in "${!RRPS[@]}"; do
+  sed -i "s/@$key@/$(python3 -c "print(f'{${RRPS[$key]}/max(${RRPS[native-ratelimit]},1):.2f}x')")/" "$RATE"
+done
+stage_us() { python3 -c "print(f'{(1/max($2,1)-1/max($1,1))*1e6:.1f}')"; }
+echo; cat "$RATE"
+echo "rate stage, worker time per request (1/req/s difference, one worker saturated):" \
+  "one bucket +$(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-one]}") us," \
+  "three buckets + lockout +$(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-three]}") us"
+
 # Native micro-benchmarks of the engine stages.
 for b in $(ls benches/*.rs 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.rs$//'); do
   echo; echo "## cargo bench --bench $b"; cargo bench --quiet --bench "$b" 2>/dev/null | grep -v '^$' || true
 done
+# Redaction inside wasm: the built module in the wasmtime harness (issue 4).
+echo; echo "## redaction inside wasm (cargo run -p wasm-tests --example redact_wasm)"
+cargo run --quiet -p wasm-tests --example redact_wasm

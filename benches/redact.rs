@@ -4,40 +4,13 @@
 //! with realistic PII density, measured in the same run.
 
 use chatguard::config::PiiConfig;
-use chatguard::pii::baseline::Baseline;
+use chatguard::pii::baseline::{chat_text, Baseline};
 use chatguard::pii::{BodyKind, Findings, Redactor};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-const CLEAN: &[&str] = &[
-    "Could you summarise the attached meeting notes and list the action items for next week? ",
-    "The quarterly report shows revenue grew by 12 percent, mostly in the Europe region. ",
-    "Write a short poem about autumn leaves falling on a quiet street in the evening. ",
-    "What is the difference between a process and a thread in modern operating systems? ",
-    "Please translate the following paragraph into French and keep the formal tone. ",
-    "Our team decided to move the launch to Thursday because QA needs two more days. ",
-];
-
-const PII: &[&str] = &[
-    "Hi, I'm Jane, you can reach me at jane.doe@example.com or (555) 123-4567. ",
-    "My card 4111 1111 1111 1111 was charged twice, the IBAN is DE89 3704 0044 0532 0130 00. ",
-    "The server at 10.20.30.40 rejected key AKIAIOSFODNN7EXAMPLE with a 403. ",
-    "SSN on file: 123-45-6789; call back on +44 20 7946 0958 after 5pm. ",
-];
-
-/// ~1 MiB of chat text; every `pii_every`-th sentence carries PII (0: none).
 fn corpus(pii_every: usize) -> String {
-    let mut s = String::new();
-    let mut i = 0;
-    while s.len() < 1 << 20 {
-        if pii_every > 0 && i % pii_every == 0 {
-            s.push_str(PII[(i / pii_every) % PII.len()]);
-        } else {
-            s.push_str(CLEAN[i % CLEAN.len()]);
-        }
-        i += 1;
-    }
-    s
+    chat_text(pii_every, 1 << 20)
 }
 
 /// Runs `f` repeatedly for about `budget`; returns MB/s over `bytes` per run.

@@ -1,7 +1,8 @@
-//! A straightforward regex-lite implementation of the same detectors, kept only
-//! as the benchmark's yardstick (`benches/redact.rs`): one regex per detector,
-//! each run over the whole text, validators on the matches, overlaps resolved
-//! leftmost-first. Not used by the filter.
+//! Benchmark support, not used by the filter: a straightforward regex-lite
+//! implementation of the same detectors, kept as the yardstick (one regex per
+//! detector, each run over the whole text, validators on the matches, overlaps
+//! resolved leftmost-first), and the chat-like text both are measured on
+//! (`benches/redact.rs` natively, `wasm-tests/examples/redact_wasm.rs` in wasm).
 
 use super::entity::Entity;
 use super::validators;
@@ -89,4 +90,36 @@ impl Baseline {
         out.push_str(text.get(cursor..).unwrap_or(""));
         out
     }
+}
+
+const CLEAN: &[&str] = &[
+    "Could you summarise the attached meeting notes and list the action items for next week? ",
+    "The quarterly report shows revenue grew by 12 percent, mostly in the Europe region. ",
+    "Write a short poem about autumn leaves falling on a quiet street in the evening. ",
+    "What is the difference between a process and a thread in modern operating systems? ",
+    "Please translate the following paragraph into French and keep the formal tone. ",
+    "Our team decided to move the launch to Thursday because QA needs two more days. ",
+];
+
+const PII: &[&str] = &[
+    "Hi, I'm Jane, you can reach me at jane.doe@example.com or (555) 123-4567. ",
+    "My card 4111 1111 1111 1111 was charged twice, the IBAN is DE89 3704 0044 0532 0130 00. ",
+    "The server at 10.20.30.40 rejected key AKIAIOSFODNN7EXAMPLE with a 403. ",
+    "SSN on file: 123-45-6789; call back on +44 20 7946 0958 after 5pm. ",
+];
+
+/// At least `bytes` of chat-like text; every `pii_every`-th sentence carries
+/// PII (0: none), about one value per 18 words when it does.
+pub fn chat_text(pii_every: usize, bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes + 128);
+    let mut i = 0;
+    while s.len() < bytes {
+        if pii_every > 0 && i % pii_every == 0 {
+            s.push_str(PII[(i / pii_every) % PII.len()]);
+        } else {
+            s.push_str(CLEAN[i % CLEAN.len()]);
+        }
+        i += 1;
+    }
+    s
 }

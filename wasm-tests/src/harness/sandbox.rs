@@ -3,7 +3,7 @@
 //! call responses) and drives the stream hooks on behalf of [`Stream`].
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::{Instance, Store, WasmParams, WasmResults};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -204,6 +204,7 @@ impl<'p> SandboxBuilder<'p> {
             instance,
             root_id,
             next_id: root_id + 1,
+            guest_time: Duration::ZERO,
         };
         if sandbox.has_export("_initialize") {
             sandbox.call::<(), ()>("_initialize", ())?;
@@ -255,6 +256,8 @@ pub struct Sandbox {
     instance: Instance,
     root_id: u32,
     next_id: u32,
+    /// Wall time spent inside guest calls (with the host functions they call).
+    guest_time: Duration,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -264,6 +267,13 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// Wall time spent inside the module's exports so far, host functions they
+    /// call included (what a proxy's worker spends in the filter), harness
+    /// bookkeeping excluded: the benchmark's "inside wasm" figure.
+    pub fn guest_time(&self) -> Duration {
+        self.guest_time
+    }
+
     /// Settings first, then [`SandboxBuilder::start`].
     pub fn builder(plugin: &Plugin) -> SandboxBuilder<'_> {
         SandboxBuilder::new(plugin)
@@ -778,7 +788,9 @@ impl Sandbox {
             export: name.to_string(),
             message: format!("{e:#}"),
         })?;
+        let started = Instant::now();
         let result = typed.call(&mut self.store, params);
+        self.guest_time += started.elapsed();
         self.store.data_mut().drain_stdio();
         result.map(Some).map_err(|e| HarnessError::Trap {
             during: name.to_string(),
