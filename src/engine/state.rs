@@ -21,10 +21,15 @@
 //!
 //! One round trip per request, and only when the policy has a lockout or a
 //! rate limit that applies. The one difference from the local order: the token
-//! is verified before the lock is known, so a locked-out client still costs a
-//! verification (its request is refused exactly as before, with nothing
-//! counted, logged or audited but the lockout). A missing answer (state owner
-//! unreachable, policy mismatch) fails closed like a failed shared store: 503.
+//! is verified before the lock is known, so the first request of a locked-out
+//! client costs a verification (it is refused exactly as before, with nothing
+//! counted, logged or audited but the lockout). The worker then remembers the
+//! lock in its own store ([`CompiledLockout::remember_lock`]; locks are never
+//! shortened, so the memo cannot be wrong) and refuses that client with no
+//! round trip and no verification. A missing answer (owner unreachable,
+//! policy mismatch) fails closed like a failed shared store: 503.
+//!
+//! [`CompiledLockout::remember_lock`]: crate::lockout::CompiledLockout::remember_lock
 
 use super::{Engine, RequestHead, RequestVerdict};
 use crate::host::{CallError, Cas, Host, LogLevel, OutboundRequest, StoreError};
@@ -270,6 +275,15 @@ impl Stages<'_> {
         client_ip: Option<IpAddr>,
     ) -> Option<Result<LockState, StoreFailure>> {
         let lockout = engine.lockout.as_ref()?;
+        if let Stages::Local = self {
+            return Some(lockout.check(host, None, client_ip));
+        }
+        // A lock this worker already learned from the owner (locks are never
+        // shortened, so the memo cannot be wrong): refused with no round trip
+        // and no verification, as a local lockout would.
+        if let Ok(locked @ LockState::Locked { .. }) = lockout.check(host, None, client_ip) {
+            return Some(Ok(locked));
+        }
         Some(match self {
             Stages::Local => lockout.check(host, None, client_ip),
             Stages::Collect { query, .. } => {
@@ -279,7 +293,10 @@ impl Stages<'_> {
             }
             Stages::Answered { answer, .. } => match answer.lock {
                 Some(LockAnswer::Open) => Ok(LockState::Open),
-                Some(LockAnswer::Locked { retry_after_secs }) => Ok(LockState::Locked { retry_after_secs }),
+                Some(LockAnswer::Locked { retry_after_secs }) => {
+                    remember(lockout, host, client_ip, retry_after_secs);
+                    Ok(LockState::Locked { retry_after_secs })
+                }
                 Some(LockAnswer::Failed(f)) => Err(f.into()),
                 None => Err(StoreFailure::Unavailable),
             },
@@ -301,12 +318,15 @@ impl Stages<'_> {
                 Ok(None)
             }
             Stages::Answered { answer, .. } => match answer.failure {
-                Some(FailureAnswer::Counted { alert }) => Ok(alert.map(|a| LockoutAlert {
-                    key: lockout.key_kind(),
-                    failures: a.failures,
-                    window_seconds: a.window_seconds,
-                    lock_seconds: a.lock_seconds,
-                    locked_until_ms: a.locked_until_ms,
+                Some(FailureAnswer::Counted { alert }) => Ok(alert.map(|a| {
+                    remember(lockout, host, client_ip, a.lock_seconds);
+                    LockoutAlert {
+                        key: lockout.key_kind(),
+                        failures: a.failures,
+                        window_seconds: a.window_seconds,
+                        lock_seconds: a.lock_seconds,
+                        locked_until_ms: a.locked_until_ms,
+                    }
                 })),
                 Some(FailureAnswer::Failed(f)) => Err(f.into()),
                 None => Err(StoreFailure::Unavailable),
@@ -352,6 +372,15 @@ impl Stages<'_> {
     }
 }
 
+/// Keeps a lock the owner reported in this worker's own store, on this
+/// worker's clock (whole seconds, so never shorter than the owner's).
+fn remember(lockout: &crate::lockout::CompiledLockout, host: &dyn Host, client_ip: Option<IpAddr>, secs: u64) {
+    let until = host.now_ms().saturating_add(secs.saturating_mul(1000));
+    if let Err(f) = lockout.remember_lock(host, None, client_ip, until) {
+        host.log(LogLevel::Warn, &format!("lock not remembered locally: {f}"));
+    }
+}
+
 fn inputs(engine: &Engine, caller: &RateCaller<'_>) -> RateInputs {
     RateInputs {
         subject: caller.subject.map(str::to_string),
@@ -380,8 +409,8 @@ fn with_caller<T>(inputs: &RateInputs, client_ip: Option<IpAddr>, f: impl FnOnce
     f(&caller)
 }
 
-/// The host of pass 1: the clock only. Counters, logs and calls are dropped;
-/// the shared store is refused (pass 1 never reaches it).
+/// The host of pass 1: the clock and reads of the worker's own store (the
+/// locks it remembers). Counters, logs and calls are dropped; writes refused.
 struct QuietHost<'a>(&'a dyn Host);
 
 impl Host for QuietHost<'_> {
@@ -389,8 +418,8 @@ impl Host for QuietHost<'_> {
         self.0.now_ms()
     }
     fn log(&self, _: LogLevel, _: &str) {}
-    fn shared_get(&self, _: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
-        Err(StoreError::Unavailable)
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, StoreError> {
+        self.0.shared_get(key)
     }
     fn shared_set(&self, _: &str, _: &[u8], _: Option<Cas>) -> Result<(), StoreError> {
         Err(StoreError::Unavailable)

@@ -152,10 +152,25 @@ fn failures_in_one_worker_lock_the_client_out_in_the_other() {
     assert_eq!(reply.status, 429);
     assert_eq!(reply.headers[0], ("retry-after".into(), "120".into()));
     assert_eq!(String::from_utf8_lossy(&reply.body), r#"{"error":"locked_out"}"#);
-    // Locked: a bad token is not even counted as a failure.
-    assert_eq!(status(&b.request(Some(&owner), &head("192.0.2.9", Some(&bad)))), 429);
+    // b remembers the lock: the next request is refused without asking the
+    // owner and without verifying the token (as a local lockout would).
+    let verified = b.host.counter("token_cache_misses");
+    let StatePlan::Ask(pending) = b.engine.plan_state(&b.host, &head("192.0.2.9", Some(&bad)), true) else { panic!() };
+    assert!(pending.query().is_empty(), "no round trip for a remembered lock: {:?}", pending.query());
+    let reply = reply_of(b.engine.resume(&b.host, &head("192.0.2.9", Some(&bad)), pending, &StateAnswer::unavailable()));
+    assert_eq!(reply.headers[0], ("retry-after".into(), "120".into()));
+    assert_eq!(b.host.counter("token_cache_misses"), verified, "nothing verified while locked");
     assert_eq!(b.host.counter("authn_failures.bad_issuer"), 0);
     assert_eq!(b.host.counter("locked_out"), 2);
+    // a learned it from the alert of the failure that started the lock.
+    let StatePlan::Ask(pending) = a.engine.plan_state(&a.host, &head("192.0.2.9", Some(&good)), true) else { panic!() };
+    assert!(pending.query().is_empty());
+    // The lock ends on time in both.
+    for w in [&a, &b] {
+        w.host.advance_ms(120_000);
+    }
+    owner.host.advance_ms(120_000);
+    assert_eq!(status(&b.request(Some(&owner), &head("192.0.2.9", Some(&good)))), 200, "lock over");
     assert_eq!(status(&b.request(Some(&owner), &head("192.0.2.10", Some(&good)))), 200, "other clients unaffected");
 }
 
