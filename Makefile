@@ -83,13 +83,16 @@ $(WORKERD):
 
 tools: targets envoy
 
-# The edge build and its runtime (not yet part of `make test`: see README).
+# The edge build and its runtime.
 edge-tools: workerd wasm-bindgen
 
+# 4. the edge build in real workerd (and compared with Envoy). CI defaults to
+# set so a missing workerd or edge/pkg fails instead of skipping: the
+# prerequisites above installed and built them.
 test-edge: tools build edge-tools edge
-	cargo test -p wasm-tests --features edge-e2e --test workerd_e2e -- --test-threads=2
+	CI=$${CI:-1} cargo test -p wasm-tests --features edge-e2e --test workerd_e2e -- --test-threads=2
 
-test: tools build test-unit test-wasm
+test: tools build test-unit test-wasm test-edge
 
 # 1. the engine, natively
 test-unit:

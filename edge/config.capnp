@@ -6,6 +6,12 @@
 #   @COLLECTOR_URL@  base URL of the audit collector (the policy's audit.cluster)
 #   @LISTEN@         address to serve on, e.g. 127.0.0.1:8787
 # Run: workerd serve config.capnp   (--socket-addr http=HOST:PORT overrides @LISTEN@)
+#
+# Rate buckets and lockout live in the Durable Object ChatguardState (lines
+# marked `@state`), shared by every isolate bound to it; `render.py
+# --per-isolate` drops those lines and each isolate keeps its own. Another
+# worker service shares the object by binding
+#   (name = "STATE", durableObjectNamespace = (className = "ChatguardState", serviceName = "chatguard"))
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -25,10 +31,13 @@ const chatguard :Workerd.Worker = (
     (name = "pkg/chatguard_bg.wasm", wasm = embed "pkg/chatguard_bg.wasm"),
   ],
   compatibilityDate = "2025-09-01",
+  durableObjectNamespaces = [(className = "ChatguardState", uniqueKey = "chatguard-state")],  # @state-owner
+  durableObjectStorage = (inMemory = void),  # @state-owner
   bindings = [
     (name = "POLICY", text = embed "policy.json"),
     (name = "ORIGIN", text = "@ORIGIN@"),
     (name = "COLLECTOR_URL", text = "@COLLECTOR_URL@"),
+    (name = "STATE", durableObjectNamespace = "ChatguardState"),  # @state
   ],
   globalOutbound = "internet",
 );

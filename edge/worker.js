@@ -7,15 +7,23 @@
 //
 // Bindings: POLICY (JSON text or object; absent = the compiled-in default policy),
 // ORIGIN (base URL of the guarded service), COLLECTOR_URL (informational: the
-// policy's audit.cluster is the collector's base URL at the edge).
+// policy's audit.cluster is the collector's base URL at the edge), and
+// optionally STATE (a Durable Object namespace of class ChatguardState),
+// STATE_NAME (the object's name, default "chatguard"), STATE_TIMEOUT_MS.
 //
-// State (token cache, JWKS, rate buckets, lockout, audit queue) lives in this
-// isolate's memory: each isolate enforces its own limits.
+// State (token cache, JWKS, audit queue) lives in this isolate's memory. Rate
+// buckets and lockout do too, so each isolate enforces its own limits, unless
+// STATE is bound: then they live in one ChatguardState object, which answers
+// each request's lockout and rate stages in one round trip (see the README).
 
+import { DurableObject } from "cloudflare:workers";
 import { initSync, Guard } from "./pkg/chatguard.js";
 import wasmModule from "./pkg/chatguard_bg.wasm";
 
 let guard = null;
+let wasmReady = false;
+// How long a request waits for the state object before failing closed (503).
+const STATE_TIMEOUT_MS = 2000;
 // provider -> promise of its JWKS fetch under way in this isolate
 const jwksInFlight = new Map();
 let ticking = false;
@@ -24,15 +32,96 @@ const EMPTY = new Uint8Array(0);
 // Bounds the background audit loop of one request (each round waits a tick).
 const MAX_TICK_ROUNDS = 50;
 
+function initWasm() {
+  if (!wasmReady) {
+    initSync({ module: wasmModule });
+    wasmReady = true;
+  }
+}
+
+// A JSON text binding (workerd `text`, wrangler secret) or, from a wrangler
+// `[vars]` table, an object; absent means the compiled-in default.
+function policyText(env) {
+  return env.POLICY == null ? "" : typeof env.POLICY === "string" ? env.POLICY : JSON.stringify(env.POLICY);
+}
+
 function getGuard(env) {
   if (guard === null) {
-    initSync({ module: wasmModule });
-    // A JSON text binding (workerd `text`, wrangler secret) or, from a
-    // wrangler `[vars]` table, an object; absent means the compiled-in default.
-    const policy = env.POLICY == null ? "" : typeof env.POLICY === "string" ? env.POLICY : JSON.stringify(env.POLICY);
-    guard = new Guard(policy);
+    initWasm();
+    guard = new Guard(policyText(env));
   }
   return guard;
+}
+
+// Asks the state object; null when it cannot answer in time (the engine then
+// fails closed). The query carries no token (see engine::state).
+async function askState(env, query) {
+  let timer;
+  try {
+    const stub = env.STATE.get(env.STATE.idFromName(env.STATE_NAME || "chatguard"));
+    const timeoutMs = Number(env.STATE_TIMEOUT_MS) > 0 ? Number(env.STATE_TIMEOUT_MS) : STATE_TIMEOUT_MS;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("timed out")), timeoutMs);
+    });
+    const answer = await Promise.race([stub.answer(query), timeout]);
+    return answer instanceof Uint8Array ? answer : null;
+  } catch (e) {
+    console.error("chatguard: state object unavailable: " + String(e && e.message ? e.message : e));
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The request-headers verdict: in this isolate, or with the state object's answer.
+async function decide(g, env, ctx, request, clientIp) {
+  const args = [request.method, request.url, request.headers, clientIp];
+  if (!env.STATE) {
+    let verdict = g.onRequest(...args, true);
+    if (verdict.action === "wait") {
+      await waitForKeys(g, verdict.provider, verdict.waitMs, ctx);
+      verdict = g.onRequest(...args, false);
+    }
+    return verdict;
+  }
+  let plan = g.planState(...args, true);
+  if (plan.action === "wait") {
+    await waitForKeys(g, plan.provider, plan.waitMs, ctx);
+    plan = g.planState(...args, false);
+  }
+  if (plan.action !== "state") {
+    return plan;
+  }
+  const answer = plan.query ? await askState(env, plan.query) : null;
+  return plan.pending.resume(answer);
+}
+
+// Ends an exchange; a charge of LLM tokens goes to the state object.
+function finish(exchange, status, env, ctx) {
+  const charge = exchange?.log(status);
+  if (charge && env.STATE) {
+    ctx.waitUntil(askState(env, charge));
+  }
+}
+
+// The Durable Object holding rate buckets and lockout for every isolate bound
+// to it. Its guard runs the engine's own lockout and rate code over this
+// object's memory; a Durable Object handles one call at a time, so each
+// answer is atomic. State is in memory: it starts over (full buckets, no
+// locks) when the object is evicted or restarted.
+export class ChatguardState extends DurableObject {
+  constructor(state, env) {
+    super(state, env);
+    this.guard = null;
+  }
+
+  answer(query) {
+    if (this.guard === null) {
+      initWasm();
+      this.guard = Guard.forState(policyText(this.env));
+    }
+    return this.guard.answerState(new Uint8Array(query));
+  }
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -173,16 +262,12 @@ export default {
     startJwksFetches(g, ctx);
 
     const clientIp = request.headers.get("cf-connecting-ip");
-    let verdict = g.onRequest(request.method, request.url, request.headers, clientIp, true);
-    if (verdict.action === "wait") {
-      await waitForKeys(g, verdict.provider, verdict.waitMs, ctx);
-      verdict = g.onRequest(request.method, request.url, request.headers, clientIp, false);
-    }
+    const verdict = await decide(g, env, ctx, request, clientIp);
     const exchange = verdict.exchange;
     if (verdict.action !== "forward") {
       // "respond" (or, never expected, "wait" again): answer without the origin.
       const reply = verdict.action === "respond" ? verdict : { status: 401, headers: [], body: EMPTY };
-      exchange?.log(reply.status);
+      finish(exchange, reply.status, env, ctx);
       pump(g, ctx);
       return replyResponse(reply);
     }
@@ -194,7 +279,7 @@ export default {
     if (verdict.inspectBody) {
       const read = await readThrough(request.body, (c, end) => exchange.requestChunk(c, end));
       if (read.reply) {
-        exchange.log(read.reply.status);
+        finish(exchange, read.reply.status, env, ctx);
         pump(g, ctx);
         return replyResponse(read.reply);
       }
@@ -211,7 +296,7 @@ export default {
       });
     } catch (e) {
       console.error("chatguard: origin unreachable: " + String(e && e.message ? e.message : e));
-      exchange.log(502);
+      finish(exchange, 502, env, ctx);
       pump(g, ctx);
       return jsonResponse(502, { error: "bad_gateway" });
     }
@@ -225,12 +310,12 @@ export default {
       if (plan.mode !== "pass") {
         const last = exchange.responseChunk(EMPTY, true);
         if (!(last instanceof Uint8Array)) {
-          exchange.log(last.status);
+          finish(exchange, last.status, env, ctx);
           pump(g, ctx);
           return replyResponse(last);
         }
       }
-      exchange.log(upstream.status);
+      finish(exchange, upstream.status, env, ctx);
       pump(g, ctx);
       return new Response(upstream.body, init);
     }
@@ -238,7 +323,7 @@ export default {
     if (plan.mode === "hold") {
       const read = await readThrough(upstream.body, (c, end) => exchange.responseChunk(c, end));
       const status = read.reply ? read.reply.status : upstream.status;
-      exchange.log(status);
+      finish(exchange, status, env, ctx);
       pump(g, ctx);
       return read.reply ? replyResponse(read.reply) : new Response(read.bytes, init);
     }
@@ -249,7 +334,7 @@ export default {
       transform(chunk, controller) {
         const out = exchange.responseChunk(chunk, false);
         if (!(out instanceof Uint8Array)) {
-          exchange.log(out.status);
+          finish(exchange, out.status, env, ctx);
           controller.error(refused());
         } else if (out.length > 0) {
           controller.enqueue(out);
@@ -258,12 +343,12 @@ export default {
       flush(controller) {
         const out = exchange.responseChunk(EMPTY, true);
         if (!(out instanceof Uint8Array)) {
-          exchange.log(out.status);
+          finish(exchange, out.status, env, ctx);
           controller.error(refused());
           return;
         }
         if (out.length > 0) controller.enqueue(out);
-        exchange.log(upstream.status);
+        finish(exchange, upstream.status, env, ctx);
         pump(g, ctx);
       },
     });

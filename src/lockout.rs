@@ -277,6 +277,41 @@ impl CompiledLockout {
         Err(StoreFailure::Contention)
     }
 
+    /// Notes in `host`'s store that the key is locked until `until_ms`: a lock
+    /// decided elsewhere (the edge worker's memo of its Durable Object's
+    /// answers), so that [`CompiledLockout::check`] here refuses without
+    /// asking again. Never shortens a recorded lock; a slot busy with another
+    /// key is left alone (the key is then simply asked about again).
+    pub fn remember_lock(
+        &self,
+        host: &dyn Host,
+        subject: Option<&str>,
+        client_ip: Option<IpAddr>,
+        until_ms: u64,
+    ) -> Result<(), StoreFailure> {
+        let hash = self.key_hash(subject, client_ip);
+        let slot = self.table.slot_of(hash);
+        for _ in 0..=self.max_cas_retries {
+            let read = self.table.read(host, slot)?;
+            let now = host.now_ms();
+            let mut c = match read.value.as_deref().and_then(Counters::decode) {
+                Some(c) if c.key_hash == hash => c,
+                Some(c) if !c.is_idle(now, self.window_ms) => return Ok(()),
+                _ => Counters::fresh(hash, now),
+            };
+            if c.locked_until_ms >= until_ms {
+                return Ok(());
+            }
+            c.locked_until_ms = until_ms;
+            match self.table.write(host, slot, &c.encode(), read.cas) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::CasMismatch) => continue,
+                Err(StoreError::Unavailable) => return Err(StoreFailure::Unavailable),
+            }
+        }
+        Err(StoreFailure::Contention)
+    }
+
     fn key_hash(&self, subject: Option<&str>, client_ip: Option<IpAddr>) -> u64 {
         if self.key == LockoutKey::Subject {
             if let Some(s) = subject.filter(|s| !s.is_empty()) {
@@ -311,6 +346,20 @@ mod tests {
 
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn a_remembered_lock_refuses_here_and_is_never_shortened() {
+        let host = MemoryHost::at(T0);
+        let lo = lockout("");
+        let who = ip("192.0.2.1");
+        lo.remember_lock(&host, None, who, T0 + 10_500).unwrap();
+        assert_eq!(lo.check(&host, None, who).unwrap(), LockState::Locked { retry_after_secs: 11 });
+        lo.remember_lock(&host, None, who, T0 + 2_000).unwrap();
+        assert_eq!(lo.check(&host, None, who).unwrap(), LockState::Locked { retry_after_secs: 11 }, "not shortened");
+        assert_eq!(lo.check(&host, None, ip("192.0.2.2")).unwrap(), LockState::Open);
+        host.advance_ms(10_500);
+        assert_eq!(lo.check(&host, None, who).unwrap(), LockState::Open);
     }
 
     #[test]

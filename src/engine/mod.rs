@@ -7,9 +7,12 @@
 
 mod body;
 mod reply;
+pub mod state;
 
 pub use body::{BodyAction, ResponseHeadersVerdict, ResponsePlan};
 pub use reply::{internal, json_body, unauthorized, LocalReply};
+pub use state::{PendingRequest, StateAnswer, StatePlan, StateQuery};
+use state::Stages;
 
 use crate::audit::{self, AuditLog, RecordBody};
 use crate::client_ip::client_ip;
@@ -114,6 +117,9 @@ pub struct RequestContext {
     pub response_tokens: Option<u64>,
     /// The reduced request facts for audit records.
     pub audit: Option<audit::RequestContext>,
+    /// Lockout and rate state live elsewhere ([`state`]): the LLM token
+    /// charge goes there too ([`Engine::charge_query`]), not to the host.
+    pub remote_state: bool,
 }
 
 impl RequestContext {
@@ -243,19 +249,33 @@ impl Engine {
         }
     }
 
+    /// [`Engine::record`], held back in a quiet pass ([`state`]).
+    fn record_in(&self, stages: &Stages<'_>, host: &dyn Host, ctx: Option<&audit::RequestContext>, body: RecordBody) {
+        if !stages.quiet() {
+            self.record(host, ctx, body);
+        }
+    }
+
     /// Runs the request-headers phase. `may_wait == false` is the second
     /// evaluation of a parked request (and the CLI).
     pub fn on_request_headers(&self, host: &dyn Host, head: &RequestHead, may_wait: bool) -> RequestVerdict {
+        self.run_request(host, head, may_wait, &mut Stages::Local)
+    }
+
+    /// The headers phase with the state stages reached through `stages`.
+    fn run_request(&self, host: &dyn Host, head: &RequestHead, may_wait: bool, stages: &mut Stages<'_>) -> RequestVerdict {
         let now_ms = host.now_ms();
         let request_id = head.request_id();
-        let mut ctx = RequestContext { started_ms: now_ms, ..RequestContext::default() };
+        let mut ctx = RequestContext { started_ms: now_ms, remote_state: stages.remote(), ..RequestContext::default() };
         let mut edits = HeaderEdits::default();
         // Headers the filter sets for upstream must never come from the client.
         for name in self.verifier.claim_header_names() {
             edits.remove.push(name.to_ascii_lowercase());
         }
         edits.remove.push(SHADOW_HEADER.into());
-        if may_wait {
+        // Once per request: a parked request's retry, and pass 1 of remote
+        // state (quiet), do not count; pass 2 does.
+        if may_wait || matches!(stages, Stages::Answered { .. }) {
             host.count("requests_total", 1);
         }
 
@@ -279,15 +299,17 @@ impl Engine {
             })
         });
 
-        // Lockout first: a locked client costs one shared-data read, no crypto.
-        if let Some(lockout) = &self.lockout {
-            match lockout.check(host, None, ctx.client_ip) {
-                Ok(LockState::Open) => {}
-                Ok(LockState::Locked { retry_after_secs }) => {
-                    host.count("locked_out", 1);
-                    return Self::refuse(ctx, reply::locked_out(retry_after_secs, request_id), "locked_out");
-                }
-                Err(f) => return Self::refuse(ctx, reply::unavailable(f.status(), request_id), "state_unavailable"),
+        // Lockout first: a locked client costs one shared-data read, no crypto
+        // (with remote state the token is verified in pass 1: see `state`).
+        match stages.lock_state(self, host, ctx.client_ip) {
+            None | Some(Ok(LockState::Open)) => {}
+            Some(Ok(LockState::Locked { retry_after_secs })) => {
+                host.count("locked_out", 1);
+                return Self::refuse(ctx, reply::locked_out(retry_after_secs, request_id), "locked_out");
+            }
+            Some(Err(f)) => {
+                host.log(LogLevel::Warn, &format!("lockout state unavailable: {f}; refusing"));
+                return Self::refuse(ctx, reply::unavailable(f.status(), request_id), "state_unavailable");
             }
         }
 
@@ -297,11 +319,11 @@ impl Engine {
             None => self.verifier.provider_count() > 0,
         };
         match self.verifier.find_token(&head.headers, head.query()) {
-            None if needs_token => return self.deny_authn(host, head, ctx, AuthnFailure::Missing),
+            None if needs_token => return self.deny_authn(host, head, ctx, AuthnFailure::Missing, stages),
             None => {}
-            Some(found) => match self.verifier.verify(&found, now_ms, may_wait) {
+            Some(found) => match stages.verify(self, &found, now_ms, may_wait) {
                 Verification::NeedKeys { provider } => return RequestVerdict::WaitForKeys { provider },
-                Verification::Failed(reason) => return self.deny_authn(host, head, ctx, reason),
+                Verification::Failed(reason) => return self.deny_authn(host, head, ctx, reason, stages),
                 Verification::Verified(token, cache) => {
                     host.count(
                         match cache {
@@ -337,7 +359,8 @@ impl Engine {
                 });
             }
             let missing = rbac.missing_permission(&decision).map(str::to_string);
-            self.record(
+            self.record_in(
+                stages,
                 host,
                 ctx.audit.as_ref(),
                 RecordBody::AuthzDecision(audit::AuthzDecision {
@@ -364,7 +387,7 @@ impl Engine {
                     host.count("authz_shadow_denied", 1);
                     edits.set.push((SHADOW_HEADER.into(), rbac.shadow_header(&decision)));
                 } else if reason == DenyReason::Unauthenticated {
-                    return self.deny_authn(host, head, ctx, AuthnFailure::Missing);
+                    return self.deny_authn(host, head, ctx, AuthnFailure::Missing, stages);
                 } else {
                     host.count("authz_denied", 1);
                     return Self::refuse(ctx, reply::forbidden(reason, request_id), reason.as_str());
@@ -394,10 +417,11 @@ impl Engine {
                 rule: ctx.rule.as_deref(),
                 header: &header,
             };
-            match self.rate.check(host, &caller) {
+            match stages.rate_check(self, host, &caller) {
                 RateOutcome::Allowed { headers } => ctx.response_headers.extend(headers),
                 RateOutcome::Limited { limit, retry_after_secs, headers, shadow } => {
-                    self.record(
+                    self.record_in(
+                        stages,
                         host,
                         ctx.audit.as_ref(),
                         RecordBody::RateLimited(audit::RateLimited {
@@ -468,21 +492,29 @@ impl Engine {
         RequestVerdict::Respond { reply, ctx }
     }
 
-    fn deny_authn(&self, host: &dyn Host, head: &RequestHead, mut ctx: RequestContext, reason: AuthnFailure) -> RequestVerdict {
+    fn deny_authn(
+        &self,
+        host: &dyn Host,
+        head: &RequestHead,
+        mut ctx: RequestContext,
+        reason: AuthnFailure,
+        stages: &mut Stages<'_>,
+    ) -> RequestVerdict {
         host.count(&format!("authn_failures.{}", reason.code()), 1);
         host.log(
             LogLevel::Info,
             &format!("authn denied: reason={} request_id={}", reason.code(), head.request_id().unwrap_or("-")),
         );
-        self.record(
+        self.record_in(
+            stages,
             host,
             ctx.audit.as_ref(),
             RecordBody::AuthnFailure(audit::AuthnFailure { reason: reason.code(), provider: None }),
         );
         // A missing token is not a guess; a wrong one is.
         if reason != AuthnFailure::Missing {
-            if let Some(lockout) = &self.lockout {
-                match lockout.record_failure(host, None, ctx.client_ip) {
+            if let Some(outcome) = stages.record_failure(self, host, ctx.client_ip) {
+                match outcome {
                     Ok(Some(alert)) => {
                         host.count("security_alerts", 1);
                         host.log(
@@ -492,7 +524,8 @@ impl Engine {
                                 alert.failures, alert.window_seconds, alert.lock_seconds
                             ),
                         );
-                        self.record(
+                        self.record_in(
+                            stages,
                             host,
                             ctx.audit.as_ref(),
                             RecordBody::SecurityAlert(audit::SecurityAlert {
@@ -526,7 +559,8 @@ impl Engine {
     pub fn on_log(&self, host: &dyn Host, ctx: &RequestContext, status: u16) {
         let now = host.now_ms();
         let status = ctx.local_status.unwrap_or(status);
-        if let (Some(tokens), Some(_)) = (ctx.response_tokens, ctx.token.as_ref()) {
+        // With remote state the adapter sends `charge_query` instead.
+        if let (Some(tokens), Some(_), false) = (ctx.response_tokens, ctx.token.as_ref(), ctx.remote_state) {
             let roles: Vec<&str> = ctx.roles.iter().map(String::as_str).collect();
             let none = |_: &str| None;
             let caller = RateCaller {

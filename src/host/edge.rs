@@ -12,14 +12,20 @@
 //! v.exchange.requestChunk(bytes, end)    -> Uint8Array | {action:"respond", ...}
 //! v.exchange.responseHeaders(status, h)  -> {set, remove, mode: "pass"|"stream"|"hold"}
 //! v.exchange.responseChunk(bytes, end)   -> Uint8Array | {action:"respond", ...}
-//! v.exchange.log(status);  guard.tick() -> [{id, url, method, headers, body, timeoutMs}]
-//! guard.callFinished(id, status)
+//! v.exchange.log(status) -> Uint8Array (a charge for the state object) | undefined
+//! guard.tick() -> [{id, url, method, headers, body, timeoutMs}];  guard.callFinished(id, status)
+//!
+//! // Buckets and lockout in a Durable Object (engine::state): two passes.
+//! let p = guard.planState(method, url, headers, ip, true);   // "wait" as above, or
+//! // p: {action: "state", query: Uint8Array | null, pending}
+//! const answer = p.query && await stub.answer(p.query);      // in the object: Guard.forState(policy).answerState(q)
+//! v = p.pending.resume(answer ?? null);                       // null: unreachable, fails closed (503)
 //! ```
 
 use super::isolate::{self, Chunk, IsolateHost, ResponseMode};
 use super::{Host, LogLevel};
 use crate::config::Policy;
-use crate::engine::{Engine, LocalReply, RequestHead, RequestVerdict};
+use crate::engine::{Engine, LocalReply, PendingRequest, RequestHead, RequestVerdict, StateAnswer, StatePlan, StateQuery};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -72,6 +78,17 @@ impl Guard {
     /// Throws an `Error` whose message names the offending field.
     #[wasm_bindgen(constructor)]
     pub fn new(policy: &str) -> Result<Guard, JsError> {
+        Guard::compile(policy, true)
+    }
+
+    /// The guard a Durable Object holds to answer [`Guard::answer_state`]:
+    /// the same policy, its isolate memory the one store of buckets and locks.
+    #[wasm_bindgen(js_name = forState)]
+    pub fn for_state(policy: &str) -> Result<Guard, JsError> {
+        Guard::compile(policy, false)
+    }
+
+    fn compile(policy: &str, serving: bool) -> Result<Guard, JsError> {
         let host = IsolateHost::new(now_ms, log_line);
         let configured = !policy.trim().is_empty();
         let source: &[u8] = if configured { policy.as_bytes() } else { crate::engine::DEFAULT_POLICY };
@@ -83,13 +100,16 @@ impl Guard {
         host.log(
             LogLevel::Info,
             &format!(
-                "chatguard {} loaded {} policy {}",
+                "chatguard {} loaded {} policy {}{}",
                 crate::VERSION,
                 if configured { "configured" } else { "default" },
-                engine.policy_hash()
+                engine.policy_hash(),
+                if serving { "" } else { " (state store)" }
             ),
         );
-        engine.announce(&host);
+        if serving {
+            engine.announce(&host);
+        }
         Ok(Guard { inner: Rc::new(Inner { engine, host }) })
     }
 
@@ -112,48 +132,55 @@ impl Guard {
         client_ip: Option<String>,
         may_wait: bool,
     ) -> Result<JsValue, JsError> {
-        let (authority, path) = isolate::split_url(url).ok_or_else(|| JsError::new("onRequest: url is not absolute"))?;
-        // The worker cannot know yet whether a body follows; assume one may for
-        // methods that carry bodies (an empty body is then simply inspected).
-        let body_follows = !matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
-        let head = RequestHead {
-            body_follows,
-            method: method.to_ascii_uppercase(),
-            path,
-            authority,
-            headers: header_pairs(&headers)?,
-            downstream: client_ip,
-        };
+        let head = request_head(method, url, &headers, client_ip)?;
+        let verdict = self.inner.engine.on_request_headers(&self.inner.host, &head, may_wait);
+        Ok(verdict_value(&self.inner, &head, verdict))
+    }
+
+    /// Pass 1 of a request whose buckets and lockout live in a Durable
+    /// Object (same arguments as `onRequest`): `{action: "wait", ...}` as
+    /// there, or `{action: "state", query, pending}`. Send `query` (bytes;
+    /// `null` when no stage needs the state) to the object, then call
+    /// `pending.resume(answer)`.
+    #[wasm_bindgen(js_name = planState)]
+    pub fn plan_state(
+        &self,
+        method: &str,
+        url: &str,
+        headers: JsValue,
+        client_ip: Option<String>,
+        may_wait: bool,
+    ) -> Result<JsValue, JsError> {
+        let head = request_head(method, url, &headers, client_ip)?;
         let inner = &self.inner;
-        Ok(match inner.engine.on_request_headers(&inner.host, &head, may_wait) {
-            RequestVerdict::Forward { edits, ctx } => {
-                let exchange = Exchange { inner: inner.clone(), state: RefCell::new(isolate::Exchange::new(ctx)) };
-                let path = edits.set.iter().find(|(n, _)| n == ":path").map_or(head.path.as_str(), |(_, v)| v.as_str());
-                let set: Vec<_> = edits.set.iter().filter(|(n, _)| !n.starts_with(':')).cloned().collect();
-                let inspect = exchange.state.borrow().inspects_request_body();
-                object(&[
-                    ("action", "forward".into()),
-                    ("path", path.into()),
-                    ("set", pairs(&set)),
-                    ("remove", names(&edits.remove)),
-                    ("inspectBody", inspect.into()),
-                    ("exchange", exchange.into()),
-                ])
-                .into()
+        Ok(match inner.engine.plan_state(&inner.host, &head, may_wait) {
+            StatePlan::WaitForKeys { provider } => wait_value(inner, provider),
+            StatePlan::Ask(pending) => {
+                let query: JsValue = if pending.query().is_empty() {
+                    JsValue::NULL
+                } else {
+                    Uint8Array::from(pending.query().to_bytes().as_slice()).into()
+                };
+                let pending = Pending { inner: inner.clone(), head, pending: RefCell::new(Some(pending)) };
+                object(&[("action", "state".into()), ("query", query), ("pending", pending.into())]).into()
             }
-            RequestVerdict::Respond { reply, ctx } => {
-                let exchange = Exchange { inner: inner.clone(), state: RefCell::new(isolate::Exchange::new(ctx)) };
-                let out = reply_object(&reply);
-                set(&out, "exchange", exchange.into());
-                out.into()
-            }
-            RequestVerdict::WaitForKeys { provider } => object(&[
-                ("action", "wait".into()),
-                ("provider", (provider as f64).into()),
-                ("waitMs", (inner.engine.verifier().jwks_max_wait_ms(provider) as f64).into()),
-            ])
-            .into(),
         })
+    }
+
+    /// In the Durable Object: answers a query from `planState` (or a charge
+    /// from `exchange.log`) over this guard's store. Never throws; a query it
+    /// cannot read gets the empty answer, which the asking worker refuses (503).
+    #[wasm_bindgen(js_name = answerState)]
+    pub fn answer_state(&self, query: &[u8]) -> Vec<u8> {
+        let (engine, host) = (&self.inner.engine, &self.inner.host);
+        match StateQuery::from_bytes(query) {
+            Some(q) => engine.answer_state(host, &q).to_bytes(),
+            None => {
+                host.count("state_query_unreadable", 1);
+                host.log(LogLevel::Warn, "state query unreadable: refused");
+                StateAnswer::unavailable().to_bytes()
+            }
+        }
     }
 
     /// Remote JWKS fetches due now, each `{provider, url, method, headers, timeoutMs}`;
@@ -288,9 +315,83 @@ impl Exchange {
         chunk_value(out)
     }
 
-    /// The end of the exchange: `status` is what the client got.
-    pub fn log(&self, status: u16) {
-        self.state.borrow_mut().log(&self.inner.engine, &self.inner.host, status);
+    /// The end of the exchange: `status` is what the client got. With the
+    /// state in a Durable Object, returns the LLM token charge to send it
+    /// (as a query), else `undefined`.
+    pub fn log(&self, status: u16) -> Option<Vec<u8>> {
+        self.state.borrow_mut().log(&self.inner.engine, &self.inner.host, status)
+    }
+}
+
+/// A request between its two passes (returned by `planState`).
+#[wasm_bindgen]
+pub struct Pending {
+    inner: Rc<Inner>,
+    head: RequestHead,
+    pending: RefCell<Option<PendingRequest>>,
+}
+
+#[wasm_bindgen]
+impl Pending {
+    /// Pass 2 with the object's answer (bytes), or `null`/`undefined` when it
+    /// could not be asked: every state stage then fails closed (503). Returns
+    /// what `onRequest` returns, never `"wait"`. Only the first call counts.
+    pub fn resume(&self, answer: Option<Vec<u8>>) -> Result<JsValue, JsError> {
+        let pending = self.pending.borrow_mut().take().ok_or_else(|| JsError::new("resume: already resumed"))?;
+        let answer = answer.map_or_else(StateAnswer::unavailable, |bytes| StateAnswer::from_bytes(&bytes));
+        let verdict = self.inner.engine.resume(&self.inner.host, &self.head, pending, &answer);
+        Ok(verdict_value(&self.inner, &self.head, verdict))
+    }
+}
+
+fn request_head(method: &str, url: &str, headers: &JsValue, client_ip: Option<String>) -> Result<RequestHead, JsError> {
+    let (authority, path) = isolate::split_url(url).ok_or_else(|| JsError::new("onRequest: url is not absolute"))?;
+    // The worker cannot know yet whether a body follows; assume one may for
+    // methods that carry bodies (an empty body is then simply inspected).
+    let body_follows = !matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS");
+    Ok(RequestHead {
+        body_follows,
+        method: method.to_ascii_uppercase(),
+        path,
+        authority,
+        headers: header_pairs(headers)?,
+        downstream: client_ip,
+    })
+}
+
+fn wait_value(inner: &Inner, provider: usize) -> JsValue {
+    object(&[
+        ("action", "wait".into()),
+        ("provider", (provider as f64).into()),
+        ("waitMs", (inner.engine.verifier().jwks_max_wait_ms(provider) as f64).into()),
+    ])
+    .into()
+}
+
+fn verdict_value(inner: &Rc<Inner>, head: &RequestHead, verdict: RequestVerdict) -> JsValue {
+    match verdict {
+        RequestVerdict::Forward { edits, ctx } => {
+            let exchange = Exchange { inner: inner.clone(), state: RefCell::new(isolate::Exchange::new(ctx)) };
+            let path = edits.set.iter().find(|(n, _)| n == ":path").map_or(head.path.as_str(), |(_, v)| v.as_str());
+            let set: Vec<_> = edits.set.iter().filter(|(n, _)| !n.starts_with(':')).cloned().collect();
+            let inspect = exchange.state.borrow().inspects_request_body();
+            object(&[
+                ("action", "forward".into()),
+                ("path", path.into()),
+                ("set", pairs(&set)),
+                ("remove", names(&edits.remove)),
+                ("inspectBody", inspect.into()),
+                ("exchange", exchange.into()),
+            ])
+            .into()
+        }
+        RequestVerdict::Respond { reply, ctx } => {
+            let exchange = Exchange { inner: inner.clone(), state: RefCell::new(isolate::Exchange::new(ctx)) };
+            let out = reply_object(&reply);
+            set(&out, "exchange", exchange.into());
+            out.into()
+        }
+        RequestVerdict::WaitForKeys { provider } => wait_value(inner, provider),
     }
 }
 

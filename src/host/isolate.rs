@@ -5,8 +5,9 @@
 //!
 //! State is per isolate: an edge runtime runs many isolates (one per machine,
 //! several per data centre) that share nothing, so token caches, JWKS, rate
-//! buckets and lockout counters are per isolate unless the worker puts them in
-//! a Durable Object.
+//! buckets and lockout counters are per isolate unless the worker puts the
+//! last two in a Durable Object (see `engine::state`): the object then holds a
+//! guard of its own whose isolate memory is the one store.
 
 use super::{CallError, Cas, Host, LogLevel, MemoryHost, OutboundRequest, StoreError};
 use crate::engine::{BodyAction, Engine, LocalReply, RequestContext, ResponseHeadersVerdict, ResponsePlan};
@@ -225,12 +226,15 @@ impl Exchange {
     }
 
     /// The end of the exchange: access and data-access records, token charge.
-    /// `status` is what the client got. Only the first call counts.
-    pub fn log(&mut self, engine: &Engine, host: &dyn Host, status: u16) {
-        if !self.logged {
-            self.logged = true;
-            engine.on_log(host, &self.ctx, status);
+    /// `status` is what the client got. Only the first call counts. With the
+    /// state in a Durable Object, returns the LLM token charge to send there.
+    pub fn log(&mut self, engine: &Engine, host: &dyn Host, status: u16) -> Option<Vec<u8>> {
+        if self.logged {
+            return None;
         }
+        self.logged = true;
+        engine.on_log(host, &self.ctx, status);
+        engine.charge_query(&self.ctx).map(|q| q.to_bytes())
     }
 
     fn settle(&mut self, action: BodyAction, direction: Direction) -> Chunk {

@@ -123,3 +123,31 @@ pub fn pii_event_stream() -> String {
     s.push_str("data: {\"usage\":{\"total_tokens\":42}}\n\ndata: [DONE]\n\n");
     s
 }
+
+/// Rate limit whose every header value is known: one request per 5 s per
+/// subject, with `RateLimit-Policy` / `RateLimit` on every answer.
+pub fn slow_rate_sections() -> Value {
+    json!({
+        "rate_limits": [{ "name": "slow", "key": "subject", "capacity": 1, "refill_per_minute": 12 }],
+        "rate_limit_settings": { "response_headers": true },
+    })
+}
+
+/// What both hosts answer under [`slow_rate_sections`]: `(status,
+/// retry-after, ratelimit-policy, ratelimit)` for two requests in a row.
+pub const SLOW_RATE_ANSWERS: [(u16, Option<&str>, &str, &str); 2] = [
+    (200, None, "\"slow\";q=1;w=5", "\"slow\";r=0;t=5"),
+    (429, Some("5"), "\"slow\";q=1;w=5", "\"slow\";r=0;t=5"),
+];
+
+/// Three failed authentications lock the client address for `lock_seconds`.
+pub fn lockout_sections(lock_seconds: u64) -> Value {
+    json!({ "lockout": { "max_failures": 3, "window_seconds": 60, "lock_seconds": lock_seconds, "key": "client_ip" } })
+}
+
+/// A token with a valid header and claims but a forged EdDSA signature
+/// (`bad_signature`): what a lockout counts.
+pub fn forged_token(sub: &str) -> String {
+    let payload = json!({"iss": tokens::ISSUER, "aud": tokens::AUDIENCE, "sub": sub, "exp": tokens::now() + 600});
+    tokens::raw(json!({"alg": "EdDSA", "kid": "ed-1"}), payload, &[0u8; 64])
+}

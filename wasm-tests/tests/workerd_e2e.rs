@@ -326,3 +326,313 @@ fn an_invalid_policy_fails_closed_naming_the_field() {
         w.log_text()
     );
 }
+
+// ---------------------------------------------------------------------------
+// State scope: rate buckets and lockout in the Durable Object, across isolates.
+// Each worker service is its own isolate; `isolates(2)` serves the worker from
+// two services on two ports, both bound to the first one's ChatguardState.
+
+/// The client address the worker trusts (Cloudflare's header).
+const CLIENT_IP: &str = "198.51.100.7";
+
+fn get_as(port: u16, auth: Option<&str>, ip: &str) -> http::Response {
+    let mut headers = vec![("cf-connecting-ip", ip)];
+    if let Some(a) = auth {
+        headers.push(("authorization", a));
+    }
+    http::get(port, "/api/chat", &headers)
+}
+
+/// Requests sent alternately through both isolates: how many were admitted.
+fn admitted_alternating(w: &Workerd, auth: &str, n: usize) -> (usize, Vec<u16>) {
+    let statuses: Vec<u16> = (0..n).map(|i| get_as(w.ports()[i % 2], Some(auth), CLIENT_IP).status).collect();
+    (statuses.iter().filter(|s| **s == 200).count(), statuses)
+}
+
+#[test]
+fn rate_buckets_hold_across_isolates_only_through_the_durable_object() {
+    if e2e::skip_without_workerd("rate_buckets_hold_across_isolates_only_through_the_durable_object") {
+        return;
+    }
+    const CAPACITY: usize = 4;
+    let up = Upstream::start();
+    let policy = tokens::policy_inline(
+        &tokens::jwks(false),
+        json!({"rate_limits": [{"name": "per-user", "key": "subject", "capacity": CAPACITY, "refill_per_minute": 1}]}),
+    )
+    .to_string();
+    let auth = bearer(&tokens::rs256("alice", &[]));
+
+    // One Durable Object: the two isolates draw from one bucket.
+    let shared = Workerd::start(WorkerdConfig::chatguard(&policy, up.port()).isolates(2)).unwrap();
+    let started = Instant::now();
+    let (admitted, statuses) = admitted_alternating(&shared, &auth, 12);
+    // refill_per_minute 1: a token more only if a minute passed.
+    let refill = (started.elapsed().as_secs() / 60) as usize;
+    assert_eq!(admitted, CAPACITY + refill, "shared bucket: {statuses:?}");
+    assert_eq!(&statuses[..CAPACITY], &[200; CAPACITY], "{statuses:?}");
+    assert!(statuses[CAPACITY..].iter().all(|s| *s == 429), "both isolates refuse once it is empty: {statuses:?}");
+    assert_eq!(up.request_count(), admitted);
+    drop(shared);
+
+    // No Durable Object: each isolate has its own bucket, so twice the capacity.
+    up.clear();
+    let apart = Workerd::start(WorkerdConfig::chatguard(&policy, up.port()).isolates(2).per_isolate()).unwrap();
+    let (admitted, statuses) = admitted_alternating(&apart, &auth, 12);
+    assert_eq!(admitted, 2 * CAPACITY, "per-isolate buckets: {statuses:?}");
+    assert_eq!(up.request_count(), 2 * CAPACITY);
+}
+
+/// The lockout sequence of the Envoy test (three forged tokens, then a valid
+/// one), its answers as `(status, retry-after, body error)`.
+fn lockout_sequence(first: u16, second: u16) -> Vec<(u16, Option<String>, String)> {
+    let good = bearer(&tokens::rs256("dave", &["employee"]));
+    let forged = bearer(&scenarios::forged_token("dave"));
+    let answer = |r: http::Response| {
+        let error = if r.status == 200 { String::new() } else { r.json()["error"].as_str().unwrap_or_default().to_string() };
+        (r.status, r.header("retry-after").map(str::to_string), error)
+    };
+    let mut out = vec![answer(get_as(first, Some(&good), CLIENT_IP))];
+    for _ in 0..3 {
+        out.push(answer(get_as(first, Some(&forged), CLIENT_IP)));
+    }
+    // Locked where the failures happened, and (shared state) in the other isolate.
+    for auth in [Some(good.as_str()), Some(forged.as_str()), None] {
+        out.push(answer(get_as(second, auth, CLIENT_IP)));
+    }
+    out
+}
+
+#[test]
+fn lockout_holds_across_isolates_only_through_the_durable_object() {
+    if e2e::skip_without_workerd("lockout_holds_across_isolates_only_through_the_durable_object") {
+        return;
+    }
+    const LOCK_SECONDS: u64 = 3;
+    let up = Upstream::start();
+    let policy = tokens::policy_inline(&tokens::jwks(false), scenarios::lockout_sections(LOCK_SECONDS));
+    let w = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port()).isolates(2)).unwrap();
+    let (a, b) = (w.ports()[0], w.ports()[1]);
+    let seq = lockout_sequence(a, b);
+    let locked_at = Instant::now();
+    let unauthorized = (401, None, "unauthorized".to_string());
+    let locked = (429, Some(LOCK_SECONDS.to_string()), "locked_out".to_string());
+    assert_eq!(
+        seq,
+        vec![(200, None, String::new()), unauthorized.clone(), unauthorized.clone(), unauthorized.clone(),
+             locked.clone(), locked.clone(), locked.clone()],
+        "failures in isolate 1 lock the client out in isolate 2"
+    );
+    assert_eq!(up.request_count(), 1);
+    // The same sequence in Envoy (one process, shared data) gives the same answers.
+    if let Some(envoy) = envoy_too(&policy, &up) {
+        let p = envoy.listener_port();
+        // Envoy sees the TCP peer (127.0.0.1), not cf-connecting-ip: one client either way.
+        assert_eq!(lockout_sequence(p, p), seq, "same answers as Envoy");
+    }
+    // Another client is not locked; the lock ends after lock_seconds, in both isolates.
+    assert_eq!(get_as(b, Some(&bearer(&tokens::rs256("erin", &[]))), "198.51.100.8").status, 200);
+    let good = bearer(&tokens::rs256("dave", &["employee"]));
+    if let Some(d) = (locked_at + StdDuration::from_millis(LOCK_SECONDS * 1000 + 100)).checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+    assert_eq!(get_as(b, Some(&good), CLIENT_IP).status, 200, "lock over");
+    assert_eq!(get_as(a, Some(&good), CLIENT_IP).status, 200, "lock over");
+    drop(w);
+
+    // Per isolate: the other isolate never saw the failures.
+    let w = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port()).isolates(2).per_isolate()).unwrap();
+    let seq = lockout_sequence(w.ports()[0], w.ports()[1]);
+    assert_eq!(seq[4], (200, None, String::new()), "per isolate: not locked in the other isolate: {seq:?}");
+    assert_eq!(get_as(w.ports()[0], Some(&good), CLIENT_IP).status, 429, "but locked where it failed");
+}
+
+#[test]
+fn the_429_carries_the_same_rate_limit_headers_as_envoy() {
+    if e2e::skip_without_workerd("the_429_carries_the_same_rate_limit_headers_as_envoy") {
+        return;
+    }
+    let up = Upstream::start();
+    let policy = tokens::policy_inline(&tokens::jwks(false), scenarios::slow_rate_sections());
+    let shared = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port())).unwrap();
+    let apart = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port()).per_isolate()).unwrap();
+    let envoy = envoy_too(&policy, &up);
+    let auth = bearer(&tokens::rs256("carol", &["employee"]));
+    let hosts = [("workerd + Durable Object", shared.port()), ("workerd per isolate", apart.port())]
+        .into_iter()
+        .chain(envoy.iter().map(|e| ("envoy", e.listener_port())));
+    for (host, port) in hosts {
+        for (i, (status, retry, policy_header, limit_header)) in scenarios::SLOW_RATE_ANSWERS.iter().enumerate() {
+            let r = http::get(port, "/api/chat", &[("authorization", &auth)]);
+            assert_eq!(r.status, *status, "{host} request {i}: {}", r.text());
+            assert_eq!(r.header("retry-after"), *retry, "{host} request {i}");
+            assert_eq!(r.header("ratelimit-policy"), Some(*policy_header), "{host} request {i}");
+            assert_eq!(r.header("ratelimit"), Some(*limit_header), "{host} request {i}");
+            if r.status == 429 {
+                // Envoy adds the request id it generated; the edge has none to add.
+                let mut body = r.json();
+                body.as_object_mut().map(|o| o.remove("request_id"));
+                assert_eq!(body, json!({"error": "rate_limited", "limit": "slow"}), "{host}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_state_object_that_cannot_answer_fails_closed_with_503() {
+    if e2e::skip_without_workerd("a_state_object_that_cannot_answer_fails_closed_with_503") {
+        return;
+    }
+    let up = Upstream::start();
+    let good = tokens::policy_inline(&tokens::jwks(false), scenarios::lockout_sections(60)).to_string();
+    let auth = bearer(&tokens::rs256("alice", &[]));
+
+    // The object's own policy is invalid: it throws on every call.
+    let broken = json!({"jwt": {"providers": [{"name": "corp", "isuer": ISSUER, "jwks": {"keys": []}}]}}).to_string();
+    let w = Workerd::start(WorkerdConfig::chatguard(&broken, up.port()).isolates(2).second_policy(&good)).unwrap();
+    let r = get_as(w.ports()[1], Some(&auth), CLIENT_IP);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(!r.text().contains(&auth[7..]), "no token in the answer");
+    assert!(w.wait_for_log("chatguard: state object unavailable", StdDuration::from_secs(5)), "{}", w.log_text());
+    assert!(!w.log_text().contains(&auth[7..]), "no token in the log");
+    drop(w);
+
+    // The object holds another policy: it refuses the query; the worker fails closed.
+    let other = tokens::policy_inline(&tokens::jwks(false), scenarios::lockout_sections(61)).to_string();
+    let w = Workerd::start(WorkerdConfig::chatguard(&other, up.port()).isolates(2).second_policy(&good)).unwrap();
+    assert_eq!(get_as(w.ports()[1], Some(&auth), CLIENT_IP).status, 503);
+    assert_eq!(get_as(w.ports()[0], Some(&auth), CLIENT_IP).status, 200, "the object's own worker is fine");
+    assert!(w.wait_for_log("state query refused", StdDuration::from_secs(5)), "{}", w.log_text());
+    assert_eq!(up.request_count(), 1, "nothing reached the origin without its state stages");
+}
+
+#[test]
+fn request_ids_are_echoed_only_when_uuid_shaped() {
+    if e2e::skip_without_workerd("request_ids_are_echoed_only_when_uuid_shaped") {
+        return;
+    }
+    let up = Upstream::start();
+    let w = start(&tokens::policy_inline(&tokens::jwks(false), json!({})), &up);
+    let id = "0b1c2d3e-0000-4000-8000-000000000001";
+    let r = http::get(w.port(), "/api/chat", &[("x-request-id", id)]);
+    assert_eq!(r.json(), json!({"error": "unauthorized", "reason": "missing", "request_id": id}));
+    let r = http::get(w.port(), "/api/chat", &[("x-request-id", "<script>alert(1)</script>")]);
+    assert_eq!(r.json(), json!({"error": "unauthorized", "reason": "missing"}));
+}
+
+/// The Envoy audit scenario at the edge: allowed with PII, expired token,
+/// denied, rate limited; the collector gets the documented fields and no PII.
+#[test]
+fn audit_records_carry_the_documented_fields_and_no_personal_data() {
+    if e2e::skip_without_workerd("audit_records_carry_the_documented_fields_and_no_personal_data") {
+        return;
+    }
+    const KEY: &str = "edge-audit-pseudonym-key-0123456789";
+    const ALICE: &str = "alice.liddell@corp.example";
+    const BODY_EMAIL: &str = "jane.roe@example.com";
+    const QUERY_SECRET: &str = "sk-QUERYSECRET-9f8e7d6c";
+    let pseudonym = |s: &str| -> String {
+        hmac_sha256::HMAC::mac(s.as_bytes(), KEY.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let up = Upstream::start();
+    let collector = Collector::start();
+    let base = format!("http://127.0.0.1:{}", collector.port());
+    let policy = tokens::policy_inline(
+        &tokens::jwks(false),
+        json!({
+            "audit": {"cluster": base, "path": "/v1/logs", "format": "ndjson", "flush_interval_ms": 100, "pseudonym_key": KEY},
+            "rbac": {
+                "roles_claim": "roles",
+                "roles": {"employee": {"permissions": ["chat"]}},
+                "rules": [
+                    {"id": "chat", "methods": ["POST"], "path": "/api/chat", "permissions": ["chat"]},
+                    {"id": "reports", "methods": ["GET"], "path": "/api/reports/**", "permissions": ["read_reports"]},
+                    {"id": "ping", "methods": ["GET"], "path": "/api/ping"}
+                ],
+                "default": "deny"
+            },
+            "rate_limits": [{"name": "ping-burst", "key": "subject", "rules": ["ping"], "capacity": 1, "refill_per_minute": 0.001}],
+            "pii": {"request": true, "response": false, "entities": ["EMAIL_ADDRESS"], "operators": {"default": {"type": "replace"}}}
+        }),
+    );
+    let w = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port()).collector(&base)).unwrap();
+    let port = w.port();
+    let alice = keys().rs256.sign(tokens::claims(ALICE, json!({"roles": ["employee"]}))).unwrap();
+    let expired = {
+        let mut c = tokens::claims(ALICE, json!({"roles": ["employee"]}));
+        c.expires_at = Some(Duration::from_secs(tokens::now() - 3600));
+        keys().rs256.sign(c).unwrap()
+    };
+    let id = |n: u32| format!("1b1c2d3e-0000-4000-8000-00000000000{n}");
+    let send = |n: u32, method: &str, path: &str, token: &str, body: &[u8]| {
+        let (auth, rid) = (bearer(token), id(n));
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("x-request-id", rid.as_str()),
+                       ("cf-connecting-ip", "203.0.113.77")];
+        http::request(port, method, path, &headers, body).status
+    };
+    let chat = json!({"messages": [{"role": "user", "content": format!("Please mail {BODY_EMAIL} the numbers")}]}).to_string();
+    assert_eq!(send(1, "POST", &format!("/api/chat?api_key={QUERY_SECRET}"), &alice, chat.as_bytes()), 200);
+    assert!(!up.last_request().unwrap().text().contains(BODY_EMAIL));
+    assert_eq!(send(2, "GET", &format!("/api/reports/q1?user={BODY_EMAIL}"), &expired, b""), 401);
+    assert_eq!(send(3, "GET", "/api/reports/q1", &alice, b""), 403);
+    assert_eq!(send(4, "GET", "/api/ping", &alice, b""), 200);
+    assert_eq!(send(5, "GET", "/api/ping", &alice, b""), 429);
+
+    let deadline = Instant::now() + StdDuration::from_secs(15);
+    let recs: Vec<Value> = loop {
+        let recs: Vec<Value> = collector
+            .records()
+            .iter()
+            .flat_map(|b| b.text().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>())
+            .collect();
+        let done = (1..=5).all(|n| recs.iter().any(|r| r["kind"] == "access" && r["request_id"] == id(n).as_str()));
+        if done || Instant::now() >= deadline {
+            break recs;
+        }
+        std::thread::sleep(StdDuration::from_millis(100));
+    };
+    let one = |kind: &str, n: u32| -> &Value {
+        let found: Vec<&Value> = recs.iter().filter(|r| r["kind"] == kind && r["request_id"] == id(n).as_str()).collect();
+        assert_eq!(found.len(), 1, "one {kind} record for request {n}: {recs:#?}");
+        found[0]
+    };
+    let check = |rec: &Value, want: Value| {
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&rec[k], v, "field `{k}` of {rec:#}");
+        }
+    };
+    let ctx = |method: &str, path: &str, subject: bool| {
+        let mut c = json!({"method": method, "path": path, "client_ip": "203.0.113.0/24"});
+        if subject {
+            c["subject"] = json!(pseudonym(ALICE));
+            c["roles"] = json!(["employee"]);
+        }
+        c
+    };
+    let with = |mut base: Value, extra: Value| {
+        tokens::merge(&mut base, extra);
+        base
+    };
+    check(one("data_access", 1), with(ctx("POST", "/api/chat", true), json!({"request_entities": {"EMAIL_ADDRESS": 1}, "redacted": true})));
+    check(one("access", 1), with(ctx("POST", "/api/chat", true), json!({"rule": "chat", "status": 200, "decision": "allow"})));
+    check(one("authn_failure", 2), with(ctx("GET", "/api/reports/q1", false), json!({"reason": "expired"})));
+    check(one("access", 2), json!({"status": 401, "decision": "deny", "reason": "expired"}));
+    check(
+        one("authz_decision", 3),
+        with(ctx("GET", "/api/reports/q1", true), json!({"outcome": "denied", "rule": "reports", "missing_permission": "read_reports"})),
+    );
+    check(one("access", 3), json!({"rule": "reports", "status": 403, "decision": "deny", "reason": "missing_permission"}));
+    check(one("access", 4), json!({"rule": "ping", "status": 200, "decision": "allow"}));
+    check(one("rate_limited", 5), with(ctx("GET", "/api/ping", true), json!({"limit": "ping-burst"})));
+    check(one("access", 5), json!({"rule": "ping", "status": 429, "decision": "deny", "reason": "rate_limited"}));
+    assert!(recs.iter().any(|r| r["kind"] == "config_loaded"));
+
+    let wire: String = collector.attempts().iter().map(|b| b.text() + "\n").collect();
+    for needle in [BODY_EMAIL, "jane.roe", QUERY_SECRET, "api_key", "?", ALICE, "alice", "203.0.113.77", "Bearer"] {
+        assert!(!wire.contains(needle), "`{needle}` reached the collector:\n{wire}");
+    }
+    for part in alice.split('.').chain(expired.split('.')) {
+        assert!(!wire.contains(part), "a token segment reached the collector");
+    }
+}

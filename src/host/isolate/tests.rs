@@ -162,3 +162,38 @@ fn responses_the_engine_does_not_inspect_pass() {
     ex.log(&engine, &host, 200);
     ex.log(&engine, &host, 200);
 }
+
+#[test]
+fn with_remote_state_the_exchange_hands_back_the_token_charge_once() {
+    use crate::engine::{StateAnswer, StatePlan, StateQuery};
+    use crate::jwt::tests::{claims, jwks_json, keys, AUD, ISS};
+    use jwt_simple::prelude::*;
+    let doc = serde_json::json!({
+        "jwt": {"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD], "jwks": jwks_json()}]},
+        "rate_limits": [{"name": "llm", "key": "subject", "cost": "response_tokens", "capacity": 1000, "refill_per_minute": 10}]
+    })
+    .to_string();
+    let now = || crate::jwt::tests::NOW * 1000;
+    let (engine, host) = (Engine::from_json(doc.as_bytes()).unwrap(), IsolateHost::new(now, quiet));
+    let (owner, owner_host) = (Engine::from_json(doc.as_bytes()).unwrap(), IsolateHost::new(now, quiet));
+    let auth = format!("Bearer {}", keys().ed.sign(claims()).unwrap());
+    let head = RequestHead {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        authority: "a".into(),
+        headers: vec![("authorization".into(), auth)],
+        downstream: Some("192.0.2.1".into()),
+        body_follows: false,
+    };
+    let StatePlan::Ask(pending) = engine.plan_state(&host, &head, true) else { panic!("no wait expected") };
+    let answer = owner.answer_state(&owner_host, pending.query());
+    let RequestVerdict::Forward { ctx, .. } = engine.resume(&host, &head, pending, &answer) else { panic!("expected forward") };
+    let mut ex = Exchange::new(ctx);
+    ex.response_headers(&engine, &host, 200, &[("content-type".into(), "application/json".into())]);
+    let _ = ex.response_chunk(&engine, &host, br#"{"usage":{"total_tokens":42}}"#, true);
+    let charge = ex.log(&engine, &host, 200).expect("a charge for the state object");
+    let query = StateQuery::from_bytes(&charge).unwrap();
+    assert_eq!(query.charge.as_ref().map(|c| c.tokens), Some(42));
+    assert_eq!(owner.answer_state(&owner_host, &query), StateAnswer::default(), "a charge needs no answer");
+    assert_eq!(ex.log(&engine, &host, 200), None, "only once");
+}

@@ -2,6 +2,11 @@
 //! `edge/config.capnp` rendered into its own temp dir (policy, origin and
 //! collector URLs), a free port on 127.0.0.1, ready when the port accepts;
 //! killed on drop, with its log printed when the test is failing.
+//!
+//! State scope: by default the template's Durable Object holds buckets and
+//! lockout; [`WorkerdConfig::per_isolate`] drops it (the lines marked
+//! `@state`). [`WorkerdConfig::isolates`]`(2)` adds a second worker service
+//! (its own isolate) on its own port, bound to the first one's object.
 
 use super::envoy::StartError;
 use std::fs::{self, File};
@@ -25,7 +30,13 @@ pub struct WorkerdConfig {
     origin: String,
     collector: String,
     start_timeout: Duration,
+    durable_object: bool,
+    isolates: usize,
+    second_policy: Option<String>,
 }
+
+/// The second isolate's worker, service and socket.
+const SECOND_SERVICE: &str = "chatguard-2";
 
 impl WorkerdConfig {
     /// The worker guarding `http://127.0.0.1:{origin_port}` with `policy_json`.
@@ -35,31 +46,97 @@ impl WorkerdConfig {
             origin: format!("http://127.0.0.1:{origin_port}"),
             collector: String::new(),
             start_timeout: Duration::from_secs(20),
+            durable_object: true,
+            isolates: 1,
+            second_policy: None,
         }
+    }
+    /// No Durable Object: each isolate keeps its own buckets and lockout.
+    pub fn per_isolate(mut self) -> Self {
+        self.durable_object = false;
+        self
+    }
+    /// Serves the worker from `n` (1 or 2) worker services, each its own
+    /// isolate on its own port ([`Workerd::ports`]), sharing one object.
+    pub fn isolates(mut self, n: usize) -> Self {
+        self.isolates = n.clamp(1, 2);
+        self
+    }
+    /// Gives the second isolate its own policy (the first one's Durable
+    /// Object keeps the first policy).
+    pub fn second_policy(mut self, policy_json: &str) -> Self {
+        self.second_policy = Some(policy_json.to_string());
+        self
     }
     /// Sets the `COLLECTOR_URL` binding.
     pub fn collector(mut self, url: &str) -> Self {
         self.collector = url.to_string();
         self
     }
-    fn render(&self, template: &str, listen: &str) -> Result<String, String> {
+    fn render(&self, template: &str, ports: &[u16]) -> Result<String, String> {
         for v in [&self.origin, &self.collector] {
             if v.contains(['"', '\\']) {
                 return Err(format!("binding value {v:?} may not hold quotes or backslashes"));
             }
         }
-        Ok(template
-            .replace("@ORIGIN@", &self.origin)
-            .replace("@COLLECTOR_URL@", &self.collector)
-            .replace("@LISTEN@", listen))
+        let mut text = template.to_string();
+        if self.isolates > 1 {
+            text = add_second_isolate(&text, self.second_policy.is_some())?;
+        }
+        if !self.durable_object {
+            text = text.lines().filter(|l| !is_state_line(l)).map(|l| format!("{l}\n")).collect();
+        }
+        let mut text = text.replace("@ORIGIN@", &self.origin).replace("@COLLECTOR_URL@", &self.collector);
+        for (i, port) in ports.iter().enumerate() {
+            let marker = if i == 0 { "@LISTEN@".to_string() } else { format!("@LISTEN{}@", i + 1) };
+            text = text.replace(&marker, &format!("127.0.0.1:{port}"));
+        }
+        Ok(text)
     }
+}
+
+fn is_state_line(line: &str) -> bool {
+    let l = line.trim_end();
+    l.ends_with("# @state") || l.ends_with("# @state-owner")
+}
+
+/// The template with a second worker service: a copy of the `chatguard`
+/// worker without the object's namespace, its STATE binding pointing at the
+/// first service's object, served on `@LISTEN2@`.
+fn add_second_isolate(template: &str, own_policy: bool) -> Result<String, String> {
+    let missing = |what: &str| format!("edge/config.capnp: {what} not found (the second isolate is built from it)");
+    let head = "const chatguard :Workerd.Worker = (";
+    let start = template.find(head).ok_or_else(|| missing(head))?;
+    let end = template[start..].find("\n);").map(|i| start + i + 3).ok_or_else(|| missing("the end of the worker"))?;
+    let own = "durableObjectNamespace = \"ChatguardState\"";
+    let shared = "durableObjectNamespace = (className = \"ChatguardState\", serviceName = \"chatguard\")";
+    let block: String = template[start..end]
+        .lines()
+        .filter(|l| !l.trim_end().ends_with("# @state-owner"))
+        .map(|l| format!("{}\n", if l.trim_end().ends_with("# @state") { l.replace(own, shared) } else { l.to_string() }))
+        .collect();
+    let mut block = block.replacen(head, "const chatguard2 :Workerd.Worker = (", 1);
+    if own_policy {
+        block = block.replace("embed \"policy.json\"", "embed \"policy2.json\"");
+    }
+    let service = "(name = \"chatguard\", worker = .chatguard),";
+    let socket = "(name = \"http\", address = \"@LISTEN@\", http = (), service = \"chatguard\")";
+    if !template.contains(service) || !template.contains(socket) {
+        return Err(missing("the chatguard service and socket"));
+    }
+    Ok(format!(
+        "{}\n{block}",
+        template
+            .replace(service, &format!("{service}\n    (name = \"{SECOND_SERVICE}\", worker = .chatguard2),"))
+            .replace(socket, &format!("{socket}, (name = \"http2\", address = \"@LISTEN2@\", http = (), service = \"{SECOND_SERVICE}\")"))
+    ))
 }
 
 /// A running workerd.
 pub struct Workerd {
     child: Mutex<Child>,
     dir: PathBuf,
-    port: u16,
+    ports: Vec<u16>,
     started_in: Duration,
 }
 
@@ -100,12 +177,15 @@ impl Workerd {
         let dir = temp_dir().map_err(|e| plain(format!("temp dir: {e}")))?;
         let io = |what: &str, e: std::io::Error| plain(format!("{what}: {e}"));
         fs::write(dir.join("policy.json"), &config.policy).map_err(|e| io("policy.json", e))?;
+        if let Some(second) = &config.second_policy {
+            fs::write(dir.join("policy2.json"), second).map_err(|e| io("policy2.json", e))?;
+        }
         fs::copy(edge.join("worker.js"), dir.join("worker.js")).map_err(|e| io("worker.js", e))?;
         std::os::unix::fs::symlink(&pkg, dir.join("pkg")).map_err(|e| io("pkg link", e))?;
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            let port = free_port().map_err(|e| io("free port", e))?;
-            let rendered = config.render(&template, &format!("127.0.0.1:{port}")).map_err(plain)?;
+            let ports = (0..config.isolates).map(|_| free_port()).collect::<Result<Vec<u16>, _>>().map_err(|e| io("free port", e))?;
+            let rendered = config.render(&template, &ports).map_err(plain)?;
             fs::write(dir.join("config.capnp"), rendered).map_err(|e| io("config.capnp", e))?;
             let log = File::create(dir.join("workerd.log")).map_err(|e| io("log", e))?;
             let log2 = log.try_clone().map_err(|e| io("log", e))?;
@@ -120,7 +200,7 @@ impl Workerd {
                 .stderr(log2)
                 .spawn()
                 .map_err(|e| plain(format!("spawn {}: {e}", bin.display())))?;
-            let mut w = Workerd { child: Mutex::new(child), dir: dir.clone(), port, started_in: Duration::ZERO };
+            let mut w = Workerd { child: Mutex::new(child), dir: dir.clone(), ports, started_in: Duration::ZERO };
             match w.wait_ready(config.start_timeout) {
                 Ok(()) => {
                     w.started_in = started.elapsed();
@@ -147,11 +227,11 @@ impl Workerd {
             if let Some(status) = self.exited() {
                 return Err(format!("workerd exited with {status}"));
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()) {
                 return Ok(());
             }
             if Instant::now() >= end {
-                return Err(format!("127.0.0.1:{} not accepting within {timeout:?}", self.port));
+                return Err(format!("127.0.0.1:{:?} not all accepting within {timeout:?}", self.ports));
             }
             thread::sleep(Duration::from_millis(25));
         }
@@ -163,9 +243,13 @@ impl Workerd {
         let _ = child.wait();
     }
 
-    /// Port of the worker's HTTP socket (127.0.0.1).
+    /// Port of the (first) worker's HTTP socket (127.0.0.1).
     pub fn port(&self) -> u16 {
-        self.port
+        self.ports.first().copied().unwrap_or(0)
+    }
+    /// Ports of every isolate's socket, in order.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
     /// How long workerd took from spawn to accepting.
     pub fn started_in(&self) -> Duration {
