@@ -6,11 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY_BIN:?run through make}" "${CHATGUARD_WASM:?}" "${CHATGUARD_CLI:?}"
-SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 OUT=target/bench; mkdir -p "$OUT"
 BASE_PORT=${BENCH_BASE_PORT:-21000}
-UP=$((BASE_PORT)); UP_ADMIN=$((BASE_PORT + 1)); LISTEN=$((BASE_PORT + 2)); ADMIN=$((BASE_PORT + 3))
+UP=$((BASE_PORT)); UP_ADMIN=$((BASE_PORT + 1))
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
@@ -27,8 +26,13 @@ start_envoy() { # template name, extra render args...
 "$CHATGUARD_CLI" token keygen --out "$OUT/keys" --kid bench >/dev/null
 sign() { "$CHATGUARD_CLI" token sign --key "$OUT/keys/private.pem" --kid bench --sub bench-user --ttl 7200 --claims '{"roles":["employee"]}' "$@"; }
 TOKEN=$(sign)
-FRESH_COUNT=${BENCH_FRESH_TOKENS:-12000}
-sign --count "$FRESH_COUNT" > "$OUT/fresh.tokens"
+# Enough fresh tokens that no round replays another's (a cache-miss round at
+# up to 1,500 req/s); signed on two cores.
+FRESH_COUNT=${BENCH_FRESH_TOKENS:-$(( ${BENCH_ROUNDS:-5} * ${BENCH_ROUND_SECONDS:-4} * 1500 ))}
+sign --count $(( (FRESH_COUNT + 1) / 2 )) > "$OUT/fresh.tokens.1" &
+sign --count $(( FRESH_COUNT / 2 )) > "$OUT/fresh.tokens.2"
+wait
+cat "$OUT/fresh.tokens.1" "$OUT/fresh.tokens.2" > "$OUT/fresh.tokens"
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -41,109 +45,164 @@ PY
 start_envoy direct-upstream admin_port=$UP_ADMIN listen_port=$UP
 wait_ready $UP_ADMIN
 
-RESULTS="$OUT/results.md"
-echo "| setup | token | req/s | p50 | p99 | ratio vs native |" > "$RESULTS"
-echo "|---|---|---|---|---|---|" >> "$RESULTS"
-declare -A RPS
-run_wrk() { # label, token mode
-  local label=$1 mode=$2 log="$OUT/wrk-$1-$2.txt"
-  if [ "$mode" = fresh ]; then
-    TOKENS_FILE="$OUT/fresh.tokens" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s bench/fresh_tokens.lua "http://127.0.0.1:$LISTEN/api/chat" > "$log"
-  else
-    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$LISTEN/api/chat" > "$log"
-  fi
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print int($2)}' "$log")
-  p50=$(awk '$1=="50%" {print $2}' "$log")
-  p99=$(awk '$1=="99%" {print $2}' "$log")
-  non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
-  [ -n "$non2xx" ] && echo "warning: $label/$mode had $non2xx non-2xx responses (see $log)" >&2
-  echo "$label $mode $rps $p50 $p99"
+# Sections: BENCH_ONLY="envoy rate micro wasm" (default: all) picks some.
+# Envoy setups run side by side and are measured in BENCH_ROUNDS interleaved
+# rounds of BENCH_ROUND_SECONDS each.
+ROUNDS=${BENCH_ROUNDS:-5}
+ROUND_SECONDS=${BENCH_ROUND_SECONDS:-4}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
+
+# Envoy with no filter, native jwt_authn + rbac + local_ratelimit, chatguard,
+# side by side, measured in interleaved rounds (median req/s; p50/p99 of the
+# median round): single runs on a small machine differ by 20%.
+envoy_section() {
+  local setups="no-filter native-baseline chatguard" n=0 setup mode round
+  declare -A PORT AD RUNS LOGS MED
+  for setup in $setups; do
+    PORT[$setup]=$((BASE_PORT + 30 + 2 * n)); AD[$setup]=$((BASE_PORT + 31 + 2 * n)); n=$((n + 1))
+    local args=(admin_port=${AD[$setup]} listen_port=${PORT[$setup]} upstream_port=$UP)
+    case $setup in
+      native-baseline) args+=(jwks="$OUT/keys/jwks.json") ;;
+      chatguard) args+=(idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/policy.json") ;;
+    esac
+    python3 envoy/render.py "envoy/$setup.yaml.tmpl" "${args[@]}" > "$OUT/$setup.yaml"
+    "$ENVOY_BIN" -c "$OUT/$setup.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$setup.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for setup in $setups; do
+    wait_ready ${AD[$setup]}
+    curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$setup]}/api/chat"
+    wrk -t1 -c"$CONNECTIONS" -d2s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$setup]}/api/chat" >/dev/null # warm-up
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    for setup in $setups; do
+      for mode in repeated fresh; do
+        [ "$setup" = no-filter ] && [ "$mode" = fresh ] && continue
+        local log="$OUT/wrk-$setup-$mode-$round.txt" url="http://127.0.0.1:${PORT[$setup]}/api/chat"
+        if [ "$mode" = fresh ]; then
+          TOKENS_OFFSET=$(( (round - 1) * FRESH_COUNT / ROUNDS )) TOKENS_FILE="$OUT/fresh.tokens" wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -s bench/fresh_tokens.lua "$url" > "$log"
+        else
+          wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -H "authorization: Bearer $TOKEN" "$url" > "$log"
+        fi
+        # Native jwt_authn caches nothing, so only chatguard must never see a token twice.
+        if [ "$setup" = chatguard ] && [ "$mode" = fresh ] && [ "$(awk '/requests in/ {print $1}' "$log")" -gt $(( FRESH_COUNT / ROUNDS )) ]; then
+          echo "warning: $setup/fresh round $round used more than its $(( FRESH_COUNT / ROUNDS )) tokens: raise BENCH_FRESH_TOKENS" >&2
+        fi
+        local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
+        [ -n "$non2xx" ] && echo "warning: $setup/$mode had $non2xx non-2xx responses (see $log)" >&2
+        RUNS[$setup-$mode]="${RUNS[$setup-$mode]:-} $(awk '/Requests\/sec/ {print int($2)}' "$log")"
+        LOGS[$setup-$mode]="${LOGS[$setup-$mode]:-} $log"
+      done
+    done
+  done
+  RESULTS="$OUT/results.md"
+  {
+    echo "| setup | token | req/s (median of $ROUNDS) | all rounds | p50 | p99 | ratio vs native (same token mode) |"
+    echo "|---|---|---|---|---|---|---|"
+    local keys="no-filter-repeated native-baseline-repeated native-baseline-fresh chatguard-repeated chatguard-fresh" key
+    for key in $keys; do MED[$key]=$(echo "${RUNS[$key]}" | median); done
+    for key in $keys; do
+      local mlog; mlog=$(for l in ${LOGS[$key]}; do echo "$(awk '/Requests\/sec/ {print int($2)}' "$l") $l"; done | awk -v m="${MED[$key]}" '$1==m {print $2; exit}')
+      local native=${MED[native-baseline-${key##*-}]:-${MED[native-baseline-repeated]}}
+      echo "| ${key%-*} | ${key##*-} | ${MED[$key]} | ${RUNS[$key]# } | $(awk '$1=="50%" {print $2}' "$mlog") | $(awk '$1=="99%" {print $2}' "$mlog") | $(python3 -c "print(f'{${MED[$key]}/max($native,1):.2f}x')") |"
+    done
+  } > "$RESULTS"
+  for setup in $setups; do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done
+  echo; cat "$RESULTS"
+  echo; echo "(wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${ROUND_SECONDS}s; Envoy --concurrency 1; logs in $OUT)"
 }
 
-for setup in no-filter native-baseline chatguard; do
-  case $setup in
-    no-filter) start_envoy no-filter admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP ;;
-    native-baseline) start_envoy native-baseline admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP jwks="$OUT/keys/jwks.json" ;;
-    chatguard) start_envoy chatguard admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/policy.json" ;;
-  esac
-  wait_ready $ADMIN
-  curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$LISTEN/api/chat"
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$LISTEN/api/chat" >/dev/null # warm-up
-  modes="repeated fresh"; [ $setup = no-filter ] && modes=repeated
-  for mode in $modes; do
-    read -r l m rps p50 p99 < <(run_wrk $setup $mode)
-    RPS["$setup-$mode"]=$rps
-    echo "| $setup | $mode | $rps | $p50 | $p99 | @$setup-$mode@ |" >> "$RESULTS"
+rate_section() {
+  # The rate stage inside Envoy (issue 5): tokenless requests keyed on the client
+  # IP, so only the stage differs. Envoy's native local_ratelimit alone; chatguard
+  # with an empty policy (the pipeline without the stage); with one bucket; with
+  # three buckets and the lockout check. Buckets are large enough never to deny.
+  # The four Envoys run side by side and are measured in interleaved rounds
+  # (median req/s): on a small machine single runs differ by 20%, more than the
+  # stage costs. Shared-data calls per request come from chatguard's own counters
+  # (`shared_data.reads|writes`, flushed on the 100 ms tick) over wrk's request count.
+  echo '{}' > "$OUT/rate-none.json"
+  echo '{"rate_limits":[{"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000}]}' > "$OUT/rate-one.json"
+  echo '{"rate_limits":[
+    {"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000},
+    {"name":"per-tenant","key":"header:x-tenant","capacity":1000000000,"refill_per_minute":1000000000},
+    {"name":"per-ip-burst","key":"client_ip","capacity":999999999,"refill_per_minute":1000000000}],
+   "lockout":{"max_failures":5,"window_seconds":300,"lock_seconds":900,"key":"client_ip"}}' > "$OUT/rate-three.json"
+  RATE_SETUPS="native-ratelimit chatguard-none chatguard-one chatguard-three"
+  declare -A RPORT RADMIN
+  n=0
+  for setup in $RATE_SETUPS; do
+    RPORT[$setup]=$((BASE_PORT + 10 + 2 * n)); RADMIN[$setup]=$((BASE_PORT + 11 + 2 * n)); n=$((n + 1))
+    case $setup in
+      native-ratelimit) python3 envoy/render.py envoy/native-ratelimit.yaml.tmpl admin_port=${RADMIN[$setup]} listen_port=${RPORT[$setup]} upstream_port=$UP > "$OUT/$setup.yaml" ;;
+      chatguard-*) python3 envoy/render.py envoy/chatguard.yaml.tmpl admin_port=${RADMIN[$setup]} listen_port=${RPORT[$setup]} upstream_port=$UP idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/rate-${setup#chatguard-}.json" > "$OUT/$setup.yaml" ;;
+    esac
+    "$ENVOY_BIN" -c "$OUT/$setup.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$setup.log" 2>&1 &
+    PIDS+=($!)
   done
-  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
-  sleep 1
-done
-
-for key in "${!RPS[@]}"; do
-  mode=${key##*-}; native=${RPS[native-baseline-$mode]:-${RPS[native-baseline-repeated]}}
-  ratio=$(python3 -c "print(f'{${RPS[$key]}/max($native,1):.2f}x')")
-  sed -i "s/@$key@/$ratio/" "$RESULTS"
-done
-echo; cat "$RESULTS"
-echo; echo "(wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s; Envoy --concurrency 1; logs in $OUT)"
-
-# The rate stage inside Envoy (issue 5): tokenless requests keyed on the client
-# IP, so only the stage differs. Envoy's native local_ratelimit alone; chatguard
-# with an empty policy (the pipeline without the stage); with one bucket; with
-# three buckets and the lockout check. Buckets are large enough never to deny.
-# Shared-data calls per request come from chatguard's own counters
-# (`shared_data.reads|writes`, flushed on the 100 ms tick) over wrk's request count.
-echo '{}' > "$OUT/rate-none.json"
-echo '{"rate_limits":[{"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000}]}' > "$OUT/rate-one.json"
-cat > "$OUT/rate-three.json" <<'JSON'
-{"rate_limits":[
-  {"name":"per-ip","key":"client_ip","capacity":1000000000,"refill_per_minute":1000000000},
-  {"name":"per-tenant","key":"header:x-tenant","capacity":1000000000,"refill_per_minute":1000000000},
-  {"name":"per-ip-burst","key":"client_ip","capacity":999999999,"refill_per_minute":1000000000}],
- "lockout":{"max_failures":5,"window_seconds":300,"lock_seconds":900,"key":"client_ip"}}
-JSON
-stat_of() { curl -s "http://127.0.0.1:$ADMIN/stats?filter=$1" | awk -F': ' -v n="$1" '$1 ~ n {print $2; f=1} END {if (!f) print 0}' | head -1; }
-RATE="$OUT/rate.md"
-echo "| setup | req/s | p50 | p99 | ratio vs native local_ratelimit | shared-data reads/req | writes/req |" > "$RATE"
-echo "|---|---|---|---|---|---|---|" >> "$RATE"
-declare -A RRPS
-for setup in native-ratelimit chatguard-none chatguard-one chatguard-three; do
-  case $setup in
-    native-ratelimit) start_envoy native-ratelimit admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP ;;
-    chatguard-*) start_envoy chatguard admin_port=$ADMIN listen_port=$LISTEN upstream_port=$UP idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/rate-${setup#chatguard-}.json" ;;
-  esac
-  wait_ready $ADMIN
-  curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat"
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat" >/dev/null # warm-up
+  for setup in $RATE_SETUPS; do
+    wait_ready ${RADMIN[$setup]}
+    curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat"
+    wrk -t1 -c"$CONNECTIONS" -d2s -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat" >/dev/null # warm-up
+  done
+  stat_of() { curl -s "http://127.0.0.1:$1/stats?filter=$2" | awk -F': ' -v n="$2" '$1 ~ n {print $2; f=1} END {if (!f) print 0}' | head -1; }
+  declare -A RUNS READS WRITES TOTAL
   sleep 0.3
-  r0=$(stat_of shared_data.reads); w0=$(stat_of shared_data.writes)
-  log="$OUT/wrk-rate-$setup.txt"
-  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "x-tenant: t1" "http://127.0.0.1:$LISTEN/api/chat" > "$log"
+  for setup in $RATE_SETUPS; do
+    READS[$setup]=$(( - $(stat_of ${RADMIN[$setup]} shared_data.reads) )); WRITES[$setup]=$(( - $(stat_of ${RADMIN[$setup]} shared_data.writes) )); TOTAL[$setup]=0
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    for setup in $RATE_SETUPS; do
+      log="$OUT/wrk-rate-$setup-$round.txt"
+      wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat" > "$log"
+      non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
+      [ -n "$non2xx" ] && echo "warning: $setup had $non2xx non-2xx responses (see $log)" >&2
+      RUNS[$setup]="${RUNS[$setup]:-} $(awk '/Requests\/sec/ {print int($2)}' "$log")"
+      TOTAL[$setup]=$(( TOTAL[$setup] + $(awk '/requests in/ {print $1}' "$log") ))
+    done
+  done
   sleep 0.3
-  r1=$(stat_of shared_data.reads); w1=$(stat_of shared_data.writes)
-  total=$(awk '/requests in/ {print $1}' "$log")
-  non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
-  [ -n "$non2xx" ] && echo "warning: $setup had $non2xx non-2xx responses (see $log)" >&2
-  RRPS[$setup]=$(awk '/Requests\/sec/ {print int($2)}' "$log")
-  per() { [ "$setup" = native-ratelimit ] && { echo "-"; return; }; python3 -c "print(f'{($2-$1)/max($3,1):.2f}')"; }
-  echo "| $setup | ${RRPS[$setup]} | $(awk '$1=="50%" {print $2}' "$log") | $(awk '$1=="99%" {print $2}' "$log") | @$setup@ | $(per "$r0" "$r1" "$total") | $(per "$w0" "$w1" "$total") |" >> "$RATE"
-  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
-  sleep 1
-done
-for key in "${!RRPS[@]}"; do
-  sed -i "s/@$key@/$(python3 -c "print(f'{${RRPS[$key]}/max(${RRPS[native-ratelimit]},1):.2f}x')")/" "$RATE"
-done
-stage_us() { python3 -c "print(f'{(1/max($2,1)-1/max($1,1))*1e6:.1f}')"; }
-echo; cat "$RATE"
-echo "rate stage, worker time per request (1/req/s difference, one worker saturated):" \
-  "one bucket +$(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-one]}") us," \
-  "three buckets + lockout +$(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-three]}") us"
+  declare -A RRPS
+  for setup in $RATE_SETUPS; do
+    READS[$setup]=$(( READS[$setup] + $(stat_of ${RADMIN[$setup]} shared_data.reads) ))
+    WRITES[$setup]=$(( WRITES[$setup] + $(stat_of ${RADMIN[$setup]} shared_data.writes) ))
+    RRPS[$setup]=$(echo "${RUNS[$setup]}" | median)
+  done
+  RATE="$OUT/rate.md"
+  {
+    echo "| setup | req/s (median of $ROUNDS) | all rounds | ratio vs native local_ratelimit | shared-data reads/req | writes/req |"
+    echo "|---|---|---|---|---|---|"
+    for setup in $RATE_SETUPS; do
+      ratio=$(python3 -c "print(f'{${RRPS[$setup]}/max(${RRPS[native-ratelimit]},1):.2f}x')")
+      if [ "$setup" = native-ratelimit ]; then per="- | -"; else
+        per=$(python3 -c "t=max(${TOTAL[$setup]},1); print(f'{${READS[$setup]}/t:.2f} | {${WRITES[$setup]}/t:.2f}')"); fi
+      echo "| $setup | ${RRPS[$setup]} | ${RUNS[$setup]# } | $ratio | $per |"
+    done
+  } > "$RATE"
+  for setup in $RATE_SETUPS; do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done
+  stage_us() { python3 -c "print(f'{(1/max($2,1)-1/max($1,1))*1e6:+.1f}')"; }
+  echo; cat "$RATE"
+  echo "rate stage, worker time per request (difference of 1/median req/s, one worker saturated):" \
+    "one bucket $(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-one]}") us," \
+    "three buckets + lockout $(stage_us "${RRPS[chatguard-none]}" "${RRPS[chatguard-three]}") us"
 
-# Native micro-benchmarks of the engine stages.
-for b in $(ls benches/*.rs 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.rs$//'); do
-  echo; echo "## cargo bench --bench $b"; cargo bench --quiet --bench "$b" 2>/dev/null | grep -v '^$' || true
-done
-# Redaction inside wasm: the built module in the wasmtime harness (issue 4).
-echo; echo "## redaction inside wasm (cargo run -p wasm-tests --example redact_wasm)"
-cargo run --quiet -p wasm-tests --example redact_wasm
+}
+
+micro_section() {
+  # Native micro-benchmarks of the engine stages.
+  for b in $(ls benches/*.rs 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.rs$//'); do
+    echo; echo "## cargo bench --bench $b"; cargo bench --quiet --bench "$b" 2>/dev/null | grep -v '^$' || true
+  done
+}
+
+wasm_section() {
+  # Redaction inside wasm: the built module in the wasmtime harness (issue 4).
+  echo; echo "## redaction inside wasm (cargo run -p wasm-tests --example redact_wasm)"
+  cargo run --quiet -p wasm-tests --example redact_wasm
+}
+
+if want envoy; then envoy_section; fi
+if want rate; then rate_section; fi
+if want micro; then micro_section; fi
+if want wasm; then wasm_section; fi
