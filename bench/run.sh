@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# `make bench`: Envoy with no filter, with Envoy's native jwt_authn + rbac +
-# local_ratelimit, and with chatguard, measured in one run on this machine with
-# wrk (1 thread, 16 connections, Envoy --concurrency 1), against a direct-response
-# Envoy upstream. Prints a Markdown table; figures go to BENCHMARKS.md as ratios.
+# `make bench`, in one run on this machine (figures go to BENCHMARKS.md as ratios):
+# - envoy: Envoy with no filter, with Envoy's native jwt_authn + rbac +
+#   local_ratelimit, and with chatguard (repeated and fresh RS256 tokens);
+# - rate:  the rate stage beside native local_ratelimit, shared-data calls/request;
+# - micro: native stage benchmarks (cargo bench: rbac, ratelimit, redact);
+# - wasm:  redaction inside wasm (the wasmtime harness) beside regex-lite.
+# wrk: 1 thread, 16 connections; Envoy --concurrency 1; a direct-response Envoy upstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY_BIN:?run through make}" "${CHATGUARD_WASM:?}" "${CHATGUARD_CLI:?}"
@@ -15,12 +18,22 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
 wait_ready() { for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$1/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "envoy on admin :$1 did not start" >&2; return 1; }
-start_envoy() { # template name, extra render args...
-  local tmpl=$1; shift
-  python3 envoy/render.py "envoy/$tmpl.yaml.tmpl" "$@" > "$OUT/$tmpl.yaml"
-  "$ENVOY_BIN" -c "$OUT/$tmpl.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$tmpl.log" 2>&1 &
+
+# One Envoy of a side-by-side comparison: render TEMPLATE as NAME, start it.
+launch() { # name, template, render args...
+  local name=$1 tmpl=$2; shift 2
+  python3 envoy/render.py "envoy/$tmpl.yaml.tmpl" "$@" > "$OUT/$name.yaml"
+  "$ENVOY_BIN" -c "$OUT/$name.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$name.log" 2>&1 &
   PIDS+=($!)
 }
+# Waits for it, checks one request, warms it up: name, admin port, port, header.
+warm() {
+  wait_ready "$2"
+  curl -s -o /dev/null -w "$1 check: %{http_code}\n" -H "$4" "http://127.0.0.1:$3/api/chat"
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "$4" "http://127.0.0.1:$3/api/chat" >/dev/null
+}
+# Stops the last N Envoys started.
+stop_last() { for _ in $(seq 1 "$1"); do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done; }
 
 # Keys and tokens for this run only.
 "$CHATGUARD_CLI" token keygen --out "$OUT/keys" --kid bench >/dev/null
@@ -42,7 +55,7 @@ policy["jwt"]["providers"][0]["jwks"] = jwks
 json.dump(policy, open(f"{out}/policy.json", "w"))
 PY
 
-start_envoy direct-upstream admin_port=$UP_ADMIN listen_port=$UP
+launch direct-upstream direct-upstream admin_port=$UP_ADMIN listen_port=$UP
 wait_ready $UP_ADMIN
 
 # Sections: BENCH_ONLY="envoy rate micro wasm" (default: all) picks some.
@@ -66,15 +79,9 @@ envoy_section() {
       native-baseline) args+=(jwks="$OUT/keys/jwks.json") ;;
       chatguard) args+=(idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/policy.json") ;;
     esac
-    python3 envoy/render.py "envoy/$setup.yaml.tmpl" "${args[@]}" > "$OUT/$setup.yaml"
-    "$ENVOY_BIN" -c "$OUT/$setup.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$setup.log" 2>&1 &
-    PIDS+=($!)
+    launch "$setup" "$setup" "${args[@]}"
   done
-  for setup in $setups; do
-    wait_ready ${AD[$setup]}
-    curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$setup]}/api/chat"
-    wrk -t1 -c"$CONNECTIONS" -d2s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$setup]}/api/chat" >/dev/null # warm-up
-  done
+  for setup in $setups; do warm "$setup" "${AD[$setup]}" "${PORT[$setup]}" "authorization: Bearer $TOKEN"; done
   for round in $(seq 1 "$ROUNDS"); do
     for setup in $setups; do
       for mode in repeated fresh; do
@@ -108,7 +115,7 @@ envoy_section() {
       echo "| ${key%-*} | ${key##*-} | ${MED[$key]} | ${RUNS[$key]# } | $(awk '$1=="50%" {print $2}' "$mlog") | $(awk '$1=="99%" {print $2}' "$mlog") | $(python3 -c "print(f'{${MED[$key]}/max($native,1):.2f}x')") |"
     done
   } > "$RESULTS"
-  for setup in $setups; do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done
+  stop_last 3
   echo; cat "$RESULTS"
   echo; echo "(wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${ROUND_SECONDS}s; Envoy --concurrency 1; logs in $OUT)"
 }
@@ -134,18 +141,13 @@ rate_section() {
   n=0
   for setup in $RATE_SETUPS; do
     RPORT[$setup]=$((BASE_PORT + 10 + 2 * n)); RADMIN[$setup]=$((BASE_PORT + 11 + 2 * n)); n=$((n + 1))
+    local args=(admin_port=${RADMIN[$setup]} listen_port=${RPORT[$setup]} upstream_port=$UP)
     case $setup in
-      native-ratelimit) python3 envoy/render.py envoy/native-ratelimit.yaml.tmpl admin_port=${RADMIN[$setup]} listen_port=${RPORT[$setup]} upstream_port=$UP > "$OUT/$setup.yaml" ;;
-      chatguard-*) python3 envoy/render.py envoy/chatguard.yaml.tmpl admin_port=${RADMIN[$setup]} listen_port=${RPORT[$setup]} upstream_port=$UP idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/rate-${setup#chatguard-}.json" > "$OUT/$setup.yaml" ;;
+      native-ratelimit) launch "$setup" native-ratelimit "${args[@]}" ;;
+      chatguard-*) launch "$setup" chatguard "${args[@]}" idp_port=$UP collector_port=$UP wasm="$CHATGUARD_WASM" policy="$OUT/rate-${setup#chatguard-}.json" ;;
     esac
-    "$ENVOY_BIN" -c "$OUT/$setup.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$setup.log" 2>&1 &
-    PIDS+=($!)
   done
-  for setup in $RATE_SETUPS; do
-    wait_ready ${RADMIN[$setup]}
-    curl -s -o /dev/null -w "$setup check: %{http_code}\n" -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat"
-    wrk -t1 -c"$CONNECTIONS" -d2s -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat" >/dev/null # warm-up
-  done
+  for setup in $RATE_SETUPS; do warm "$setup" "${RADMIN[$setup]}" "${RPORT[$setup]}" "x-tenant: t1"; done
   stat_of() { curl -s "http://127.0.0.1:$1/stats?filter=$2" | awk -F': ' -v n="$2" '$1 ~ n {print $2; f=1} END {if (!f) print 0}' | head -1; }
   declare -A RUNS READS WRITES TOTAL
   sleep 0.3
@@ -180,7 +182,7 @@ rate_section() {
       echo "| $setup | ${RRPS[$setup]} | ${RUNS[$setup]# } | $ratio | $per |"
     done
   } > "$RATE"
-  for setup in $RATE_SETUPS; do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done
+  stop_last 4
   stage_us() { python3 -c "print(f'{(1/max($2,1)-1/max($1,1))*1e6:+.1f}')"; }
   echo; cat "$RATE"
   echo "rate stage, worker time per request (difference of 1/median req/s, one worker saturated):" \
