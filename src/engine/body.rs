@@ -212,22 +212,33 @@ impl Engine {
                     (Some(filter), true) => filter.apply(body).ok().map(|f| f.body),
                     _ => None,
                 };
-                let mut out = filtered.unwrap_or_else(|| body.to_vec());
-                if redact {
-                    if let Some(p) = &self.pii {
-                        let mut findings = Findings::new();
-                        out = p.redactor.redact_unbounded(&out, kind, &mut findings);
-                        self.count_findings(host, &findings, "response");
-                        ctx.response_findings.merge(&findings);
-                    }
+                let mut findings = Findings::new();
+                let redacted = match (&self.pii, redact) {
+                    (Some(p), true) => Some(p.redactor.redact_unbounded(filtered.as_deref().unwrap_or(body), kind, &mut findings)),
+                    _ => None,
+                };
+                if !findings.is_empty() {
+                    self.count_findings(host, &findings, "response");
+                    ctx.response_findings.merge(&findings);
                 }
+                // Bytes the client must get instead of the upstream's: a body
+                // with nothing found, filtered and encoded as it came, goes on
+                // as it is (no copy back into the host).
+                let changed = encoding.is_some() || filtered.is_some() || !findings.is_empty();
+                let out = match (redacted, filtered) {
+                    _ if !changed => None,
+                    (Some(r), _) => Some(r),
+                    (None, Some(f)) => Some(f),
+                    (None, None) => Some(body.to_vec()),
+                };
                 if charges {
                     // A JSON body is parsed for `usage`; anything else (or JSON
                     // that does not parse) is searched near its end, as a stream is.
-                    let json = if kind == BodyKind::Json { usage_in_json(&out) } else { None };
-                    ctx.response_tokens = json.or_else(|| total_tokens(out.get(out.len().saturating_sub(TOKEN_TAIL)..).unwrap_or(&[])));
+                    let seen = out.as_deref().unwrap_or(body);
+                    let json = if kind == BodyKind::Json { usage_in_json(seen) } else { None };
+                    ctx.response_tokens = json.or_else(|| total_tokens(seen.get(seen.len().saturating_sub(TOKEN_TAIL)..).unwrap_or(&[])));
                 }
-                BodyAction::Replace(out)
+                out.map_or(BodyAction::Continue, BodyAction::Replace)
             }
         }
     }
