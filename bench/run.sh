@@ -19,18 +19,30 @@ trap cleanup EXIT INT TERM
 
 wait_ready() { for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$1/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "envoy on admin :$1 did not start" >&2; return 1; }
 
-# One Envoy of a side-by-side comparison: render TEMPLATE as NAME, start it.
+# CPU pinning: every Envoy under test runs on the last CPU, wrk and the upstream
+# on the others, so a setup's figure is what one Envoy worker core can do rather
+# than how the scheduler shared two cores among four busy threads that round.
+# BENCH_NO_PIN=1 turns it off.
+PIN_SUT=""; PIN_LOAD=""
+if [ -z "${BENCH_NO_PIN:-}" ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  LAST_CPU=$(( $(nproc) - 1 ))
+  PIN_SUT="taskset -c $LAST_CPU"; PIN_LOAD="taskset -c 0-$(( LAST_CPU - 1 ))"
+fi
+
+# One Envoy: render TEMPLATE as NAME, start it (pinned as the system under
+# test, or as load when it is the upstream).
 launch() { # name, template, render args...
-  local name=$1 tmpl=$2; shift 2
+  local name=$1 tmpl=$2 pin=$PIN_SUT; shift 2
+  [ "$name" = direct-upstream ] && pin=$PIN_LOAD
   python3 envoy/render.py "envoy/$tmpl.yaml.tmpl" "$@" > "$OUT/$name.yaml"
-  "$ENVOY_BIN" -c "$OUT/$name.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$name.log" 2>&1 &
+  $pin "$ENVOY_BIN" -c "$OUT/$name.yaml" --concurrency 1 -l error --use-dynamic-base-id >"$OUT/$name.log" 2>&1 &
   PIDS+=($!)
 }
 # Waits for it, checks one request, warms it up: name, admin port, port, header.
 warm() {
   wait_ready "$2"
   curl -s -o /dev/null -w "$1 check: %{http_code}\n" -H "$4" "http://127.0.0.1:$3/api/chat"
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "$4" "http://127.0.0.1:$3/api/chat" >/dev/null
+  $PIN_LOAD wrk -t1 -c"$CONNECTIONS" -d2s -H "$4" "http://127.0.0.1:$3/api/chat" >/dev/null
 }
 # Stops the last N Envoys started.
 stop_last() { for _ in $(seq 1 "$1"); do kill "${PIDS[-1]}" 2>/dev/null || true; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; done; }
@@ -88,9 +100,9 @@ envoy_section() {
         [ "$setup" = no-filter ] && [ "$mode" = fresh ] && continue
         local log="$OUT/wrk-$setup-$mode-$round.txt" url="http://127.0.0.1:${PORT[$setup]}/api/chat"
         if [ "$mode" = fresh ]; then
-          TOKENS_OFFSET=$(( (round - 1) * FRESH_COUNT / ROUNDS )) TOKENS_FILE="$OUT/fresh.tokens" wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -s bench/fresh_tokens.lua "$url" > "$log"
+          TOKENS_OFFSET=$(( (round - 1) * FRESH_COUNT / ROUNDS )) TOKENS_FILE="$OUT/fresh.tokens" $PIN_LOAD wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -s bench/fresh_tokens.lua "$url" > "$log"
         else
-          wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -H "authorization: Bearer $TOKEN" "$url" > "$log"
+          $PIN_LOAD wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" --latency -H "authorization: Bearer $TOKEN" "$url" > "$log"
         fi
         # Native jwt_authn caches nothing, so only chatguard must never see a token twice.
         if [ "$setup" = chatguard ] && [ "$mode" = fresh ] && [ "$(awk '/requests in/ {print $1}' "$log")" -gt $(( FRESH_COUNT / ROUNDS )) ]; then
@@ -117,7 +129,7 @@ envoy_section() {
   } > "$RESULTS"
   stop_last 3
   echo; cat "$RESULTS"
-  echo; echo "(wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${ROUND_SECONDS}s; Envoy --concurrency 1; logs in $OUT)"
+  echo; echo "(wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${ROUND_SECONDS}s; Envoy --concurrency 1; pinning: ${PIN_SUT:-none} for Envoy, ${PIN_LOAD:-none} for wrk and upstream; logs in $OUT)"
 }
 
 rate_section() {
@@ -157,7 +169,7 @@ rate_section() {
   for round in $(seq 1 "$ROUNDS"); do
     for setup in $RATE_SETUPS; do
       log="$OUT/wrk-rate-$setup-$round.txt"
-      wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat" > "$log"
+      $PIN_LOAD wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" -H "x-tenant: t1" "http://127.0.0.1:${RPORT[$setup]}/api/chat" > "$log"
       non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
       [ -n "$non2xx" ] && echo "warning: $setup had $non2xx non-2xx responses (see $log)" >&2
       RUNS[$setup]="${RUNS[$setup]:-} $(awk '/Requests\/sec/ {print int($2)}' "$log")"
@@ -194,7 +206,13 @@ rate_section() {
 micro_section() {
   # Native micro-benchmarks of the engine stages.
   for b in $(ls benches/*.rs 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.rs$//'); do
-    echo; echo "## cargo bench --bench $b"; cargo bench --quiet --bench "$b" 2>/dev/null | grep -v '^$' || true
+    # cargo bench also builds the CLI binary, with the release profile's
+    # panic=abort, and so the library twice (abort, and unwind for the bench)
+    # into one unhashed file (a cdylib crate): a bench could then link the wrong
+    # one. One panic strategy for this build avoids it (the CLI is rebuilt with
+    # abort by the next `make cli`).
+    echo; echo "## cargo bench --bench $b"
+    CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --quiet --bench "$b" 2>&1 | grep -v '^$' | grep -v 'output filename collision\|= note\|= help\|^ *|$' || true
   done
 }
 
