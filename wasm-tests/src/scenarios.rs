@@ -151,3 +151,24 @@ pub fn forged_token(sub: &str) -> String {
     let payload = json!({"iss": tokens::ISSUER, "aud": tokens::AUDIENCE, "sub": sub, "exp": tokens::now() + 600});
     tokens::raw(json!({"alg": "EdDSA", "kid": "ed-1"}), payload, &[0u8; 64])
 }
+
+/// The sections the audit scenarios run with besides `audit` (both hosts): an
+/// RBAC table with a granted, a denied and an open rule, a one-request burst
+/// limit on the open one, and e-mail redaction of request bodies, so every
+/// record type the scenario asserts is produced.
+pub fn audit_sections() -> Value {
+    json!({
+        "rbac": {
+            "roles_claim": "roles",
+            "roles": {"employee": {"permissions": ["chat"]}},
+            "rules": [
+                {"id": "chat", "methods": ["POST"], "path": "/api/chat", "permissions": ["chat"]},
+                {"id": "reports", "methods": ["GET"], "path": "/api/reports/**", "permissions": ["read_reports"]},
+                {"id": "ping", "methods": ["GET"], "path": "/api/ping"}
+            ],
+            "default": "deny"
+        },
+        "rate_limits": [{"name": "ping-burst", "key": "subject", "rules": ["ping"], "capacity": 1, "refill_per_minute": 0.001}],
+        "pii": {"request": true, "response": false, "entities": ["EMAIL_ADDRESS"], "operators": {"default": {"type": "replace"}}}
+    })
+}

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use wasm_tests::e2e::{self, http, Collector, CollectorMode, Envoy, EnvoyConfig, Received, Upstream};
+use wasm_tests::scenarios;
 use wasm_tests::tokens::{self, keys};
 
 const PSEUDONYM_KEY: &str = "e2e-audit-pseudonym-key-0123456789";
@@ -176,20 +177,7 @@ fn records_arrive_with_the_right_fields(format: &str) {
     let collector = Collector::start();
     let policy = policy(
         json!({ "format": format }),
-        json!({
-            "rbac": {
-                "roles_claim": "roles",
-                "roles": {"employee": {"permissions": ["chat"]}},
-                "rules": [
-                    {"id": "chat", "methods": ["POST"], "path": "/api/chat", "permissions": ["chat"]},
-                    {"id": "reports", "methods": ["GET"], "path": "/api/reports/**", "permissions": ["read_reports"]},
-                    {"id": "ping", "methods": ["GET"], "path": "/api/ping"}
-                ],
-                "default": "deny"
-            },
-            "rate_limits": [{"name": "ping-burst", "key": "subject", "rules": ["ping"], "capacity": 1, "refill_per_minute": 0.001}],
-            "pii": {"request": true, "response": false, "entities": ["EMAIL_ADDRESS"], "operators": {"default": {"type": "replace"}}}
-        }),
+        scenarios::audit_sections(),
     );
     let envoy = start(&policy, &up, &collector);
     let port = envoy.listener_port();

@@ -538,24 +538,11 @@ fn audit_records_carry_the_documented_fields_and_no_personal_data() {
     let up = Upstream::start();
     let collector = Collector::start();
     let base = format!("http://127.0.0.1:{}", collector.port());
-    let policy = tokens::policy_inline(
-        &tokens::jwks(false),
-        json!({
-            "audit": {"cluster": base, "path": "/v1/logs", "format": "ndjson", "flush_interval_ms": 100, "pseudonym_key": KEY},
-            "rbac": {
-                "roles_claim": "roles",
-                "roles": {"employee": {"permissions": ["chat"]}},
-                "rules": [
-                    {"id": "chat", "methods": ["POST"], "path": "/api/chat", "permissions": ["chat"]},
-                    {"id": "reports", "methods": ["GET"], "path": "/api/reports/**", "permissions": ["read_reports"]},
-                    {"id": "ping", "methods": ["GET"], "path": "/api/ping"}
-                ],
-                "default": "deny"
-            },
-            "rate_limits": [{"name": "ping-burst", "key": "subject", "rules": ["ping"], "capacity": 1, "refill_per_minute": 0.001}],
-            "pii": {"request": true, "response": false, "entities": ["EMAIL_ADDRESS"], "operators": {"default": {"type": "replace"}}}
-        }),
-    );
+    let mut sections = json!({
+        "audit": {"cluster": base, "path": "/v1/logs", "format": "ndjson", "flush_interval_ms": 100, "pseudonym_key": KEY}
+    });
+    tokens::merge(&mut sections, scenarios::audit_sections());
+    let policy = tokens::policy_inline(&tokens::jwks(false), sections);
     let w = Workerd::start(WorkerdConfig::chatguard(&policy.to_string(), up.port()).collector(&base)).unwrap();
     let port = w.port();
     let alice = keys().rs256.sign(tokens::claims(ALICE, json!({"roles": ["employee"]}))).unwrap();
