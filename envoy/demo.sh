@@ -36,14 +36,20 @@ chatguard demo: Envoy on http://127.0.0.1:$LISTEN (admin :$ADMIN), upstream :$UP
 JWKS :$IDP, audit collector :$COLLECTOR: it prints each audit record it receives
 as one "[audit] {...}" JSON line below (watch only those: make run | grep '^\[audit\]').
 
-  # a valid token (employee): 200, the upstream sees x-user-id and no token
-  curl -s http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EMPLOYEE"
+  # a valid token (employee): 200; the demo chat API answers with what the model
+  # received (the e-mail pseudonymised on the way in) and PII in its own answer
+  # redacted on the way out
+  curl -s -X POST http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EMPLOYEE" \
+    -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"mail jane.doe@example.com"}]}'
 
   # an expired token: 401 with WWW-Authenticate: Bearer error="invalid_token"
-  curl -si http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EXPIRED"
+  curl -si -X POST http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EXPIRED"
 
   # no token: 401
-  curl -si http://127.0.0.1:$LISTEN/api/chat
+  curl -si -X POST http://127.0.0.1:$LISTEN/api/chat
+
+  # a route no rule allows (GET on the chat route): 403
+  curl -si http://127.0.0.1:$LISTEN/api/chat -H "authorization: Bearer $EMPLOYEE"
 
   # an HR specialist with MFA
   curl -s http://127.0.0.1:$LISTEN/api/hr/records -H "authorization: Bearer $HR"
