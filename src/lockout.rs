@@ -230,51 +230,36 @@ impl CompiledLockout {
         subject: Option<&str>,
         client_ip: Option<IpAddr>,
     ) -> Result<Option<LockoutAlert>, StoreFailure> {
-        let hash = self.key_hash(subject, client_ip);
-        let slot = self.table.slot_of(hash);
-        for _ in 0..=self.max_cas_retries {
-            let read = self.table.read(host, slot)?;
-            let now = host.now_ms();
-            let mut c = match read.value.as_deref().and_then(Counters::decode) {
-                Some(c) if c.key_hash == hash => c,
-                Some(c) if !c.is_idle(now, self.window_ms) => {
-                    host.count(metrics::SLOT_BUSY, 1);
-                    return Ok(None);
-                }
-                _ => Counters::fresh(hash, now),
-            };
+        let busy = || {
+            host.count(metrics::SLOT_BUSY, 1);
+            None
+        };
+        let alert = self.update(host, self.key_hash(subject, client_ip), busy, |c, now| {
             if c.is_locked(now) {
-                return Ok(None);
+                return Err(None);
             }
             c.roll(now, self.window_ms);
             c.current = c.current.saturating_add(1);
             let estimate = c.estimate_milli(now, self.window_ms);
-            let mut alert = None;
-            if estimate >= u128::from(self.max_failures) * 1000 {
-                c.locked_until_ms = now.saturating_add(self.lock_ms);
-                c.current = 0;
-                c.previous = 0;
-                c.window_start_ms = now;
-                alert = Some(LockoutAlert {
-                    key: self.key,
-                    failures: u32::try_from(estimate / 1000).unwrap_or(u32::MAX),
-                    window_seconds: self.window_ms / 1000,
-                    lock_seconds: self.lock_ms / 1000,
-                    locked_until_ms: c.locked_until_ms,
-                });
+            if estimate < u128::from(self.max_failures) * 1000 {
+                return Ok(None);
             }
-            match self.table.write(host, slot, &c.encode(), read.cas) {
-                Ok(()) => {
-                    if alert.is_some() {
-                        host.count(metrics::LOCKED, 1);
-                    }
-                    return Ok(alert);
-                }
-                Err(StoreError::CasMismatch) => continue,
-                Err(StoreError::Unavailable) => return Err(StoreFailure::Unavailable),
-            }
+            c.locked_until_ms = now.saturating_add(self.lock_ms);
+            c.current = 0;
+            c.previous = 0;
+            c.window_start_ms = now;
+            Ok(Some(LockoutAlert {
+                key: self.key,
+                failures: u32::try_from(estimate / 1000).unwrap_or(u32::MAX),
+                window_seconds: self.window_ms / 1000,
+                lock_seconds: self.lock_ms / 1000,
+                locked_until_ms: c.locked_until_ms,
+            }))
+        })?;
+        if alert.is_some() {
+            host.count(metrics::LOCKED, 1);
         }
-        Err(StoreFailure::Contention)
+        Ok(alert)
     }
 
     /// Notes in `host`'s store that the key is locked until `until_ms`: a lock
@@ -289,22 +274,42 @@ impl CompiledLockout {
         client_ip: Option<IpAddr>,
         until_ms: u64,
     ) -> Result<(), StoreFailure> {
-        let hash = self.key_hash(subject, client_ip);
+        self.update(host, self.key_hash(subject, client_ip), || (), |c, _| {
+            if c.locked_until_ms >= until_ms {
+                return Err(());
+            }
+            c.locked_until_ms = until_ms;
+            Ok(())
+        })
+    }
+
+    /// Read, decide, write with CAS, retried up to `max_cas_retries`: the one
+    /// way counters change. `decide` gets the key's counters (fresh when the
+    /// slot is new or idle) and answers `Ok(v)` to write them and return `v`,
+    /// `Err(v)` to return `v` without writing; a slot held by another, still
+    /// active key returns `busy()`.
+    fn update<T>(
+        &self,
+        host: &dyn Host,
+        hash: u64,
+        busy: impl FnOnce() -> T,
+        mut decide: impl FnMut(&mut Counters, u64) -> Result<T, T>,
+    ) -> Result<T, StoreFailure> {
         let slot = self.table.slot_of(hash);
         for _ in 0..=self.max_cas_retries {
             let read = self.table.read(host, slot)?;
             let now = host.now_ms();
             let mut c = match read.value.as_deref().and_then(Counters::decode) {
                 Some(c) if c.key_hash == hash => c,
-                Some(c) if !c.is_idle(now, self.window_ms) => return Ok(()),
+                Some(c) if !c.is_idle(now, self.window_ms) => return Ok(busy()),
                 _ => Counters::fresh(hash, now),
             };
-            if c.locked_until_ms >= until_ms {
-                return Ok(());
-            }
-            c.locked_until_ms = until_ms;
+            let value = match decide(&mut c, now) {
+                Ok(v) => v,
+                Err(v) => return Ok(v),
+            };
             match self.table.write(host, slot, &c.encode(), read.cas) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(value),
                 Err(StoreError::CasMismatch) => continue,
                 Err(StoreError::Unavailable) => return Err(StoreFailure::Unavailable),
             }
