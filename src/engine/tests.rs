@@ -200,3 +200,21 @@ fn buffered_bodies_are_decided_by_size_until_their_end() {
     e.on_response_headers(&h, &mut ctx, &sse);
     assert_eq!(e.response_body_by_size(&ctx, 10, false), None, "a stream reads every chunk");
 }
+
+#[test]
+fn a_buffered_response_with_nothing_found_goes_on_untouched() {
+    // Nothing to change: the host keeps the bytes it holds (no copy back).
+    let e = pii_engine();
+    let h = host();
+    let headers = [("content-type".to_string(), "text/plain".to_string())];
+    let mut ctx = RequestContext::default();
+    e.on_response_headers(&h, &mut ctx, &headers);
+    assert_eq!(e.on_response_body(&h, &mut ctx, b"nothing to see", true), BodyAction::Continue);
+    let mut ctx = RequestContext::default();
+    e.on_response_headers(&h, &mut ctx, &headers);
+    assert_eq!(
+        e.on_response_body(&h, &mut ctx, b"mail jane.doe@example.com", true),
+        BodyAction::Replace(b"mail <EMAIL_ADDRESS>".to_vec())
+    );
+    assert_eq!(ctx.response_findings.count(crate::pii::Entity::EmailAddress), 1);
+}
